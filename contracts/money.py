@@ -1,0 +1,44 @@
+"""Money is integer øre inside, decimal kroner text in files. Never a float."""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+
+# README / sf6110.md: `[0-9]+(\.[0-9]{1,2})?` and nothing else (ASCII digits only).
+AMOUNT_PATTERN = r"^[0-9]+(\.[0-9]{1,2})?$"
+_AMOUNT = re.compile(r"[0-9]+(?:\.[0-9]{1,2})?", re.ASCII)
+
+
+def parse_kroner(text: str | None) -> int | None:
+    """Kroner text to øre; None when the text is not a valid amount."""
+    if text is None or not _AMOUNT.fullmatch(text):
+        return None
+    kroner, _, oere = text.partition(".")
+    return int(kroner) * 100 + int(oere.ljust(2, "0"))
+
+
+def format_kroner(oere: int) -> str:
+    """Øre to kroner with exactly two decimals and `.` as the point: 170000 -> '1700.00'."""
+    sign = "-" if oere < 0 else ""
+    kroner, rest = divmod(abs(int(oere)), 100)
+    return f"{sign}{kroner}.{rest:02d}"
+
+
+def parse_kroner_expr(column: str) -> pl.Expr:
+    """`parse_kroner` as a polars expression: null where the text is not a valid amount.
+
+    An amount too large for int64 øre is null too (the spec caps amounts far below that)."""
+    text = pl.col(column)
+    valid = text.str.contains(AMOUNT_PATTERN) & (text.str.len_chars() <= 15)
+    kroner = text.str.extract(r"^([0-9]+)", 1)
+    decimals = text.str.extract(r"\.([0-9]{1,2})$", 1).fill_null("").str.pad_end(2, "0")
+    oere = kroner.cast(pl.Int64, strict=False) * 100 + decimals.cast(pl.Int64, strict=False)
+    return pl.when(valid).then(oere).otherwise(None)
+
+
+def format_kroner_expr(column: str) -> pl.Expr:
+    """`format_kroner` as a polars expression (non-negative amounts)."""
+    oere = pl.col(column)
+    return (oere // 100).cast(pl.String) + "." + (oere % 100).cast(pl.String).str.zfill(2)

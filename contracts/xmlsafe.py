@@ -1,0 +1,39 @@
+"""The one hardened XML parser for everything that comes from outside.
+
+No DTD is loaded, no entity is resolved or expanded, nothing is fetched from the network, and a
+document with any DOCTYPE is refused outright (sf6110.md F01: a hardened parser refuses DTDs)."""
+
+from __future__ import annotations
+
+from lxml import etree
+
+
+class XmlRefused(ValueError):
+    """The bytes are not a well-formed XML document this product is willing to read."""
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        load_dtd=False,
+        dtd_validation=False,
+        no_network=True,
+        huge_tree=False,
+        remove_blank_text=False,
+    )
+
+
+def parse_xml(data: bytes) -> etree._Element:
+    """Parse untrusted bytes; raise `XmlRefused` with a short reason instead of anything else."""
+    if not data.strip():
+        raise XmlRefused("empty document")
+    try:
+        root = etree.fromstring(data, parser=_parser())
+    except etree.XMLSyntaxError as exc:
+        raise XmlRefused(f"not well-formed XML: {exc.msg}") from None
+    except ValueError as exc:  # e.g. unicode strings with an encoding declaration
+        raise XmlRefused(f"not well-formed XML: {exc}") from None
+    doctype = root.getroottree().docinfo.doctype
+    if doctype:
+        raise XmlRefused("a DOCTYPE is not allowed")
+    return root

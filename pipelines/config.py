@@ -1,0 +1,178 @@
+"""Configuration from the environment (operations.md), with defaults that work from a fresh checkout.
+
+Values are read without judging them; each `check_*` function judges one and raises `ConfigError`
+with a message that names the variable, so that a wrong value stops a run at once."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from contracts.codes import kommunekoder
+
+EXCHANGE_URL = "PENSIONSTRAEK_EXCHANGE_URL"
+SFTP_KEY = "PENSIONSTRAEK_SFTP_KEY"
+SFTP_KNOWN_HOSTS = "PENSIONSTRAEK_SFTP_KNOWN_HOSTS"
+REGISTER_URL = "PENSIONSTRAEK_REGISTER_URL"
+STATE_URL = "PENSIONSTRAEK_STATE_URL"
+PARTNERS = "PENSIONSTRAEK_PARTNERS"
+
+DEFAULTS = {
+    EXCHANGE_URL: "./var/exchange/udk-pension",
+    REGISTER_URL: "./var/register",
+    STATE_URL: "./var/state",
+    "DAGSTER_HOME": "./var/dagster",
+}
+
+
+class ConfigError(Exception):
+    """A configuration value is wrong; the message names the variable and the fix."""
+
+
+def env(name: str) -> str:
+    """The variable's value, or its default ('' for variables without one)."""
+    value = os.environ.get(name, "")
+    return value if value else DEFAULTS.get(name, "")
+
+
+@dataclass(frozen=True)
+class ExchangeLocation:
+    """Where UDK's account is: a local folder, or an SFTP server."""
+
+    scheme: str  # "file" or "sftp"
+    path: str
+    host: str = ""
+    port: int = 22
+    username: str = ""
+
+
+def parse_exchange_url(url: str, variable: str = EXCHANGE_URL) -> ExchangeLocation:
+    if not url:
+        raise ConfigError(f"{variable} is empty: give a folder or sftp://user@host:port/path")
+    parts = urlsplit(url)
+    if parts.scheme in ("", "file"):
+        path = parts.path if parts.scheme == "file" else url
+        return ExchangeLocation(scheme="file", path=path)
+    if parts.scheme != "sftp":
+        raise ConfigError(
+            f"{variable}={url!r} has the unknown URL scheme {parts.scheme!r}: "
+            "use a folder path or sftp://user@host:port/path"
+        )
+    if not parts.hostname or not parts.username:
+        raise ConfigError(f"{variable}={url!r} must name user and host: sftp://user@host:port/path")
+    try:
+        port = parts.port or 22
+    except ValueError as exc:
+        raise ConfigError(f"{variable}={url!r} has an invalid port") from exc
+    return ExchangeLocation(
+        scheme="sftp", path=parts.path or "/", host=parts.hostname, port=port, username=parts.username
+    )
+
+
+def check_readable_file(variable: str, value: str, what: str) -> str:
+    if not value:
+        raise ConfigError(f"{variable} is required for sftp:// exchange URLs: set it to the {what}")
+    if not Path(value).is_file():
+        raise ConfigError(f"{variable}={value!r}: no such file (the {what})")
+    try:
+        Path(value).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{variable}={value!r} cannot be read: {exc.strerror}") from exc
+    return value
+
+
+def check_local_or_url(variable: str, value: str) -> str:
+    """The register and state locations: a folder path or an fsspec URL of a known protocol."""
+    import fsspec
+
+    if not value:
+        raise ConfigError(f"{variable} is empty: give a folder path")
+    scheme = urlsplit(value).scheme
+    if scheme and len(scheme) > 1 and scheme not in fsspec.available_protocols():
+        raise ConfigError(f"{variable}={value!r} has the unknown URL scheme {scheme!r}")
+    return value
+
+
+# --- partners -------------------------------------------------------------------------------
+
+ALL = "*"
+
+
+@dataclass(frozen=True)
+class Partner:
+    account: str
+    sf6110_for: frozenset[str] = frozenset()  # may send SF6110 for (and so receives kvittering, SF6111)
+    sf2601_for: frozenset[str] = frozenset()  # receives SF2601 for
+
+
+@dataclass(frozen=True)
+class Partners:
+    """Which accounts UDK talks to, and for which municipalities (exchange.md, operations.md)."""
+
+    udk_account: str = "udk-pension"
+    partners: tuple[Partner, ...] = field(default_factory=tuple)
+
+    @property
+    def accounts(self) -> frozenset[str]:
+        return frozenset(p.account for p in self.partners)
+
+    def may_send_sf6110(self, account: str, kommunekode: str) -> bool:
+        return any(p.account == account and kommunekode in p.sf6110_for for p in self.partners)
+
+    def sf6111_recipient(self, kommunekode: str) -> str | None:
+        return next((p.account for p in self.partners if kommunekode in p.sf6110_for), None)
+
+    def sf2601_recipient(self, kommunekode: str) -> str | None:
+        return next((p.account for p in self.partners if kommunekode in p.sf2601_for), None)
+
+
+def default_partners() -> Partners:
+    """exchange.md defaults: `kp` speaks for all 98 municipalities, `ky` only receives (SF2601)."""
+    every = kommunekoder()
+    return Partners(
+        udk_account="udk-pension",
+        partners=(
+            Partner(account="kp", sf6110_for=every),
+            Partner(account="ky", sf2601_for=every),
+        ),
+    )
+
+
+def _municipalities(variable: str, account: str, key: str, value: object) -> frozenset[str]:
+    if value == ALL:
+        return kommunekoder()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{variable}: {key} of partner {account!r} must be \"*\" or a list of kommunekoder")
+    unknown = sorted(set(value) - kommunekoder())
+    if unknown:
+        raise ConfigError(f"{variable}: partner {account!r} names unknown kommunekoder {unknown}")
+    return frozenset(value)
+
+
+def load_partners(path: str | None = None) -> Partners:
+    """The partners file (TOML, see docs/operations.md), or the built-in defaults."""
+    path = env(PARTNERS) if path is None else path
+    if not path:
+        return default_partners()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{PARTNERS}={path!r} cannot be read: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{PARTNERS}={path!r} is not valid TOML: {exc}") from exc
+    partners = []
+    for entry in data.get("partner", []):
+        account = entry.get("account")
+        if not isinstance(account, str) or not account:
+            raise ConfigError(f"{PARTNERS}: every [[partner]] needs an account name")
+        partners.append(
+            Partner(
+                account=account,
+                sf6110_for=_municipalities(PARTNERS, account, "sf6110_for", entry.get("sf6110_for", [])),
+                sf2601_for=_municipalities(PARTNERS, account, "sf2601_for", entry.get("sf2601_for", [])),
+            )
+        )
+    return Partners(udk_account=data.get("udk_account", "udk-pension"), partners=tuple(partners))
