@@ -5,7 +5,9 @@ half-written file and a crash leaves either the old state or the new one (operat
 
 from __future__ import annotations
 
+import errno
 import posixpath
+import sys
 import uuid
 
 import fsspec
@@ -16,15 +18,17 @@ TEMP_PREFIX = ".tmp-"
 
 def temp_name_for(path: str) -> str:
     folder, name = posixpath.split(path)
-    return posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name}")[:4096]
+    # Only a hint of the real name, so that the temporary name stays within the file system's
+    # 255-byte limit even for a 255-character target name (exchange.md allows those).
+    return posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name[:48]}")[:4096]
 
 
 def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write `data` to `path` through a temporary name and a rename that replaces any old file."""
     temp = temp_name_for(path)
-    with fs.open(temp, "wb") as f:
-        f.write(data)
     try:
+        with fs.open(temp, "wb") as f:
+            f.write(data)
         replace(fs, temp, path)
     except BaseException:
         try:
@@ -41,8 +45,31 @@ def replace(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
 
         os.replace(source, target)
         return
+    sshfs = sys.modules.get("sshfs")
+    if sshfs is not None and isinstance(fs, sshfs.SSHFileSystem):
+        _sftp_posix_rename(fs, source, target)
+        return
     posix_rename = getattr(fs, "posix_rename", None)
     if posix_rename is not None:
         posix_rename(source, target)
         return
     fs.mv(source, target)
+
+
+def _sftp_posix_rename(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
+    """SFTP's own rename refuses an existing target; OpenSSH's posix-rename extension replaces it
+    atomically. Called directly, not through sshfs's `mv`, which falls back to a non-atomic `cp`
+    over a shell (that an SFTP-only account does not have) when the extension is missing."""
+    import asyncssh
+    from fsspec.asyn import sync
+
+    async def rename() -> None:
+        async with fs.client.start_sftp_client() as sftp:
+            await sftp.posix_rename(source, target)
+
+    try:
+        sync(fs.loop, rename)
+    except asyncssh.SFTPNoSuchFile as exc:
+        raise FileNotFoundError(errno.ENOENT, f"{source}: {exc.reason}") from exc
+    except asyncssh.SFTPPermissionDenied as exc:
+        raise PermissionError(errno.EACCES, f"{source} -> {target}: {exc.reason}") from exc
