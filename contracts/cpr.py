@@ -30,3 +30,26 @@ def mask_cpr(value: str | None) -> str:
 def mask_cpr_expr(column: str) -> pl.Expr:
     """The same mask as `mask_cpr`, as a polars expression."""
     return pl.col(column).str.slice(0, 6) + pl.lit("-****")
+
+
+def valid_cpr_expr(column: str | pl.Expr, judged_on: dt.date | pl.Expr) -> pl.Expr:
+    """`is_valid_cpr` as a polars expression (never null), for frames of a million CPRs.
+
+    `judged_on` is a date or a date expression (e.g. each file's received date). Mirrors
+    stdnum's `get_birth_date`: digit 7 and YY give the century, DDMMYY must be a real date."""
+    cpr = pl.col(column) if isinstance(column, str) else column
+    ten_ascii_digits = cpr.str.contains(r"^[0-9]{10}$")
+    yy = cpr.str.slice(4, 2).cast(pl.Int32, strict=False)
+    digit7 = cpr.str.slice(6, 1)
+    century = (
+        pl.when(digit7.is_in(["5", "6", "7", "8"]) & (yy >= 58))
+        .then(1800)
+        .when(digit7.is_in(["0", "1", "2", "3"]) | (digit7.is_in(["4", "9"]) & (yy >= 37)))
+        .then(1900)
+        .otherwise(2000)
+    )
+    birth_date = pl.concat_str(
+        (century + yy).cast(pl.String).str.zfill(4), cpr.str.slice(2, 2), cpr.str.slice(0, 2)
+    ).str.to_date("%Y%m%d", strict=False)
+    judged = pl.lit(judged_on, dtype=pl.Date) if isinstance(judged_on, dt.date) else judged_on
+    return (ten_ascii_digits & (birth_date <= judged)).fill_null(False)

@@ -1,0 +1,188 @@
+"""The register as Dagster assets (register.md, operations.md "Dagster").
+
+UDK Pension owns the files; these assets mirror them per period: materializing reads the file for
+the partition and records what was there (rows, SHA-256, counts). The blocking contract checks stop
+the period when a file breaks its contract, with counts per rule and masked examples in the UI."""
+
+import warnings
+
+import dagster as dg
+import polars as pl
+
+from contracts.register import (
+    PENSIONSTYPER,
+    SAGSSTATUSER,
+    ContractResult,
+    check_pensionsberegning,
+    check_pensionssager,
+)
+from pipelines.calendar import last_day
+from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
+from pipelines.register import RegisterError, RegisterFile, RegisterResource
+
+GROUP = "register"
+PENSIONSSAGER = dg.AssetKey(["register", "pensionssager"])  # for deps=[...] of downstream assets
+PENSIONSBEREGNING = dg.AssetKey(["register", "pensionsberegning"])
+
+# A check on a partitioned asset needs the partitions too, or it would load every partition;
+# Dagster 1.13 calls that "preview". Known and wanted, so not repeated on every start.
+warnings.filterwarnings(
+    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
+)
+
+
+def _file_metadata(register_file: RegisterFile) -> dict[str, dg.MetadataValue]:
+    return {
+        "rows": dg.MetadataValue.int(register_file.frame.height),
+        "sha256": dg.MetadataValue.text(register_file.sha256),
+        "path": dg.MetadataValue.path(register_file.path),
+    }
+
+
+def _counts(frame: pl.DataFrame, column: str, codes: tuple[str, ...]) -> dict[str, dg.MetadataValue]:
+    # Every code gets a number, zero included, so that the UI plots each one over the periods.
+    counts = dict(frame[column].value_counts().iter_rows())
+    return {f"{column}_{code}": dg.MetadataValue.int(counts.get(code, 0)) for code in codes}
+
+
+def pensionssager_metadata(register_file: RegisterFile) -> dict[str, dg.MetadataValue]:
+    frame = register_file.frame
+    return {
+        **_file_metadata(register_file),
+        **_counts(frame, "pensionstype", PENSIONSTYPER),
+        **_counts(frame, "sagsstatus", SAGSSTATUSER),
+        "under_administration": dg.MetadataValue.int(int(frame["under_administration"].sum())),
+        "udbetaling_til_kommune": dg.MetadataValue.int(int(frame["udbetaling_til_kommune"].sum())),
+        "doedsdato_kendt": dg.MetadataValue.int(frame["doedsdato"].is_not_null().sum()),
+    }
+
+
+def pensionsberegning_metadata(register_file: RegisterFile) -> dict[str, dg.MetadataValue]:
+    frame = register_file.frame
+    sums = frame.select(pl.col("brutto_oere", "skat_oere", "netto_oere").sum()).row(0, named=True)
+    return {
+        **_file_metadata(register_file),
+        "udbetales": dg.MetadataValue.int(int(frame["udbetales"].sum())),
+        **{f"{name}_sum": dg.MetadataValue.int(int(total or 0)) for name, total in sums.items()},
+    }
+
+
+@dg.asset(
+    key=PENSIONSSAGER,
+    group_name=GROUP,
+    partitions_def=periode_partitions,
+    backfill_policy=SINGLE_RUN,
+    description="UDK Pension's case snapshot for the period (register.md `pensionssager`), one row per CPR.",
+    kinds={"parquet", "polars"},
+)
+def pensionssager(context: dg.AssetExecutionContext, register: RegisterResource) -> dg.MaterializeResult:
+    return _materialize(context, register, "pensionssager", pensionssager_metadata)
+
+
+@dg.asset(
+    key=PENSIONSBEREGNING,
+    group_name=GROUP,
+    partitions_def=periode_partitions,
+    backfill_policy=SINGLE_RUN,
+    description="UDK Pension's pension calculation for the period (register.md `pensionsberegning`).",
+    kinds={"parquet", "polars"},
+)
+def pensionsberegning(context: dg.AssetExecutionContext, register: RegisterResource) -> dg.MaterializeResult:
+    return _materialize(context, register, "pensionsberegning", pensionsberegning_metadata)
+
+
+def _materialize(context, register: RegisterResource, table: str, metadata_of) -> dg.MaterializeResult:
+    """One period: its figures, which the UI plots over the partitions. A backfill's range: the
+    rows and sha256 of each period's file."""
+    files = {periode: register.load(table, periode) for periode in periods_of(context)}
+    if len(files) == 1:
+        return dg.MaterializeResult(metadata=metadata_of(next(iter(files.values()))))
+    return dg.MaterializeResult(
+        metadata={
+            "rows": dg.MetadataValue.int(sum(f.frame.height for f in files.values())),
+            "files": dg.MetadataValue.json({p: {"rows": f.frame.height, "sha256": f.sha256} for p, f in files.items()}),
+        }
+    )
+
+
+def contract_check_result(result: ContractResult) -> dg.AssetCheckResult:
+    """The contract judgement as the UI shows it: counts per rule and masked examples."""
+    return dg.AssetCheckResult(
+        passed=result.passed,
+        description=result.summary(),
+        metadata={
+            "failure_count": dg.MetadataValue.int(result.failure_count),
+            "failures_by_check": dg.MetadataValue.json(result.failures_by_check),
+            **{f"failures: {rule}": dg.MetadataValue.int(n) for rule, n in result.failures_by_check.items()},
+            "examples": dg.MetadataValue.text("\n".join(result.examples)),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=pensionssager,
+    name="pensionssager_kontrakt",
+    blocking=True,
+    partitions_def=periode_partitions,
+    description="register.md: valid unique CPRs, code lists, kommunekoder, tillaegsprocent 0–100.",
+)
+def pensionssager_kontrakt(context: dg.AssetCheckExecutionContext, register: RegisterResource) -> dg.AssetCheckResult:
+    # CPRs are judged on the last day of P, so the judgement does not depend on when it runs.
+    return contract_check_result(
+        combine(
+            {p: check_pensionssager(register.read("pensionssager", p), last_day(p)) for p in periods_of(context)}
+        )
+    )
+
+
+@dg.asset_check(
+    asset=pensionsberegning,
+    name="pensionsberegning_kontrakt",
+    blocking=True,
+    partitions_def=periode_partitions,
+    description=(
+        "register.md: periode is P, 0 ≤ skat ≤ brutto, netto = brutto − skat, every CPR in pensionssager for P."
+    ),
+)
+def pensionsberegning_kontrakt(
+    context: dg.AssetCheckExecutionContext, register: RegisterResource
+) -> dg.AssetCheckResult:
+    return contract_check_result(
+        combine({p: _check_pensionsberegning(register, p) for p in periods_of(context)})
+    )
+
+
+def _check_pensionsberegning(register: RegisterResource, periode: str) -> ContractResult:
+    pensionsberegning_frame = register.read("pensionsberegning", periode)
+    try:
+        pensionssager_frame = register.read("pensionssager", periode)
+    except RegisterError as exc:  # no cases for P: no CPR of the calculation is in pensionssager for P
+        return ContractResult(
+            passed=False,
+            failure_count=pensionsberegning_frame.height,
+            failures_by_check={"cpr: cpr_in_pensionssager": pensionsberegning_frame.height},
+            examples=[str(exc)],
+        )
+    return check_pensionsberegning(pensionsberegning_frame, periode, pensionssager_frame)
+
+
+def combine(results: dict[str, ContractResult]) -> ContractResult:
+    """The results of several periods (a backfill) as one: counts added, examples per period."""
+    if len(results) == 1:
+        return next(iter(results.values()))
+    by_check: dict[str, int] = {}
+    for result in results.values():
+        for rule, n in result.failures_by_check.items():
+            by_check[rule] = by_check.get(rule, 0) + n
+    return ContractResult(
+        passed=all(r.passed for r in results.values()),
+        failure_count=sum(r.failure_count for r in results.values()),
+        failures_by_check=by_check,
+        examples=[f"{p}: {e}" for p, r in results.items() for e in r.examples][:5],
+    )
+
+
+register_defs = dg.Definitions(
+    assets=[pensionssager, pensionsberegning],
+    asset_checks=[pensionssager_kontrakt, pensionsberegning_kontrakt],
+)

@@ -1,0 +1,260 @@
+"""The register contracts (register.md): the column types of `pensionssager` and
+`pensionsberegning`, their pandera models, and the one way to judge a frame against them.
+
+A register file that breaks its contract stops the period; it is never cleaned up silently. The
+judgement (`ContractResult`) gives counts per rule and a few examples in which every CPR is masked.
+
+Decimal columns (`tillaegsprocent`, `helbredsprocent`) are polars `Decimal(5, 2)`: exact, as the
+table's decimal(5,2), so 100.00 is the largest value that fits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+
+import pandera.polars as pa
+import polars as pl
+from pandera.config import ValidationDepth, config_context
+from pandera.errors import SchemaErrors
+
+from contracts.codes import kommunekoder
+from contracts.cpr import mask_cpr, valid_cpr_expr
+from pipelines.calendar import last_day  # the one period calendar (no Dagster in it)
+
+PENSIONSTYPER = ("FP", "FTP", "SEP", "TIP")  # folkepension, førtidspension, seniorpension, tidlig pension
+SAGSSTATUSER = ("AKTIV", "STANDSET", "OPHOERT")
+FORUD_BAGUD = ("FORUD", "BAGUD")
+PROCENT = pl.Decimal(5, 2)
+
+PENSIONSSAGER_SCHEMA = pl.Schema(
+    {
+        "cpr": pl.String,
+        "pensionstype": pl.String,
+        "sagsstatus": pl.String,
+        "bopaelskommune": pl.String,
+        "bevillingskommune": pl.String,
+        "administrationskommune": pl.String,
+        "under_administration": pl.Boolean,
+        "udbetaling_til_kommune": pl.Boolean,
+        "doedsdato": pl.Date,
+        "forud_bagud": pl.String,
+        "tillaegsprocent": PROCENT,
+        "helbredsprocent": PROCENT,
+        "samlevende": pl.Boolean,
+        "samlever_cpr": pl.String,
+        "formue_oere": pl.Int64,
+        "pensionsbroek": pl.String,
+        "tilkendelsesdato": pl.Date,
+        "bistands_plejetillaeg": pl.Boolean,
+        "udlandsophold": pl.Boolean,
+    }
+)
+PENSIONSSAGER_NULLABLE = frozenset(
+    {
+        "bevillingskommune",
+        "administrationskommune",
+        "doedsdato",
+        "helbredsprocent",
+        "samlever_cpr",
+        "formue_oere",
+        "pensionsbroek",
+    }
+)
+
+PENSIONSBEREGNING_SCHEMA = pl.Schema(
+    {
+        "cpr": pl.String,
+        "periode": pl.String,
+        "brutto_oere": pl.Int64,
+        "skat_oere": pl.Int64,
+        "netto_oere": pl.Int64,
+        "udbetales": pl.Boolean,
+    }
+)
+
+SCHEMAS = {"pensionssager": PENSIONSSAGER_SCHEMA, "pensionsberegning": PENSIONSBEREGNING_SCHEMA}
+CPR_COLUMNS = ("cpr", "samlever_cpr")
+MAX_EXAMPLES = 5
+
+
+# --- checks ---------------------------------------------------------------------------------
+# Custom checks return a boolean frame, never a Python bool. pandera reports a check by its
+# `error` text, so every check gets its rule name as that text.
+
+
+def _valid_cpr(judged_on: dt.date) -> pa.Check:
+    # README conventions "CPR": contracts.cpr.is_valid_cpr, vectorized. Null is judged by the
+    # column's nullability, not here.
+    return pa.Check(
+        lambda data: data.lazyframe.select(pl.col(data.key).is_null() | valid_cpr_expr(data.key, judged_on)),
+        name="valid_cpr",
+        error="valid_cpr",
+    )
+
+
+def _one_of(name: str, values) -> pa.Check:
+    return pa.Check.isin(sorted(values), name=name, error=name)
+
+
+def _known_kommunekode() -> pa.Check:
+    return _one_of("known_kommunekode", kommunekoder())
+
+
+def _percent() -> pa.Check:
+    return pa.Check.in_range(0, 100, error="percent_0_100")
+
+
+def _row_check(name: str, rule: pl.Expr) -> pa.Check:
+    return pa.Check(lambda data: data.lazyframe.select(rule), name=name, error=name)
+
+
+def _column(dtype, *checks: pa.Check, nullable: bool = False, unique: bool = False) -> pa.Column:
+    return pa.Column(dtype, checks=list(checks), nullable=nullable, unique=unique)
+
+
+def pensionssager_schema(judged_on: dt.date) -> pa.DataFrameSchema:
+    """register.md `pensionssager`: one row per valid CPR, code lists, kommunekoder, 0–100 %."""
+    s = PENSIONSSAGER_SCHEMA
+    columns = {
+        "cpr": _column(s["cpr"], _valid_cpr(judged_on), unique=True),
+        "pensionstype": _column(s["pensionstype"], _one_of("known_pensionstype", PENSIONSTYPER)),
+        "sagsstatus": _column(s["sagsstatus"], _one_of("known_sagsstatus", SAGSSTATUSER)),
+        "forud_bagud": _column(s["forud_bagud"], _one_of("known_forud_bagud", FORUD_BAGUD)),
+        "tillaegsprocent": _column(s["tillaegsprocent"], _percent()),
+        # register.md gives no range for helbredsprocent; a percentage outside 0–100 is not one.
+        "helbredsprocent": _column(s["helbredsprocent"], _percent(), nullable=True),
+        # A partner's CPR, when given, is a CPR like any other.
+        "samlever_cpr": _column(s["samlever_cpr"], _valid_cpr(judged_on), nullable=True),
+        # register.md: "e.g. 40/40"
+        "pensionsbroek": _column(
+            s["pensionsbroek"],
+            pa.Check.str_matches(r"^[0-9]{1,2}/[0-9]{1,2}$", error="pensionsbroek_format"),
+            nullable=True,
+        ),
+    }
+    for name in ("bopaelskommune", "bevillingskommune", "administrationskommune"):
+        columns[name] = _column(s[name], _known_kommunekode(), nullable=name in PENSIONSSAGER_NULLABLE)
+    for name, dtype in s.items():
+        columns.setdefault(name, _column(dtype, nullable=name in PENSIONSSAGER_NULLABLE))
+    return pa.DataFrameSchema({name: columns[name] for name in s}, name="pensionssager", strict=False)
+
+
+def pensionsberegning_schema(periode: str, pensionssager_cpr: pl.Series) -> pa.DataFrameSchema:
+    """register.md `pensionsberegning` for P: one row per CPR of `pensionssager` for P,
+    0 ≤ skat ≤ brutto, netto exactly brutto − skat, periode equal to P."""
+    s = PENSIONSBEREGNING_SCHEMA
+    known = pensionssager_cpr.drop_nulls().unique()
+    i_pensionssager = pa.Check(
+        lambda data: data.lazyframe.select(pl.col(data.key).is_in(known)),
+        name="cpr_in_pensionssager",
+        error="cpr_in_pensionssager",
+    )
+    return pa.DataFrameSchema(
+        {
+            "cpr": _column(s["cpr"], _valid_cpr(last_day(periode)), i_pensionssager, unique=True),
+            "periode": _column(s["periode"], pa.Check.equal_to(periode, error="periode_is_P")),
+            "brutto_oere": _column(s["brutto_oere"], pa.Check.ge(0, error="not_negative")),
+            "skat_oere": _column(s["skat_oere"], pa.Check.ge(0, error="not_negative")),
+            "netto_oere": _column(s["netto_oere"]),
+            "udbetales": _column(s["udbetales"]),
+        },
+        checks=[
+            _row_check("skat_at_most_brutto", pl.col("skat_oere") <= pl.col("brutto_oere")),
+            _row_check(
+                "netto_is_brutto_minus_skat", pl.col("netto_oere") == pl.col("brutto_oere") - pl.col("skat_oere")
+            ),
+        ],
+        name="pensionsberegning",
+        strict=False,
+    )
+
+
+# --- judging a frame ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContractResult:
+    passed: bool
+    failure_count: int
+    failures_by_check: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)  # masked, at most MAX_EXAMPLES
+
+    def summary(self) -> str:
+        """One line for an error message or a log (no CPR in it)."""
+        if self.passed:
+            return "contract passed"
+        counts = ", ".join(f"{check}: {n}" for check, n in self.failures_by_check.items())
+        return f"{self.failure_count} contract failures ({counts})"
+
+
+def check_pensionssager(df: pl.DataFrame, judged_on: dt.date) -> ContractResult:
+    """Judge a `pensionssager` snapshot; a CPR is valid if its birth date is not after `judged_on`."""
+    return _judge(pensionssager_schema(judged_on), df)
+
+
+def check_pensionsberegning(df: pl.DataFrame, periode: str, pensionssager: pl.DataFrame) -> ContractResult:
+    """Judge the calculation for `periode` against its contract and `pensionssager` for the same P.
+    CPRs are judged on the last day of P."""
+    cprs = pensionssager["cpr"] if "cpr" in pensionssager.columns else pl.Series("cpr", [], pl.String)
+    return _judge(pensionsberegning_schema(periode, cprs.cast(pl.String, strict=False)), df)
+
+
+def _judge(schema: pa.DataFrameSchema, df: pl.DataFrame) -> ContractResult:
+    if isinstance(df, pl.LazyFrame):  # a LazyFrame would get schema checks only
+        df = df.collect()
+    # Data checks always run, whatever PANDERA_VALIDATION_DEPTH says.
+    with config_context(validation_enabled=True, validation_depth=ValidationDepth.SCHEMA_AND_DATA):
+        try:
+            schema.validate(df, lazy=True)
+        except SchemaErrors as errors:  # str(errors) holds raw failure cases: never shown
+            return _result(errors.failure_cases, df)
+    return ContractResult(passed=True, failure_count=0)
+
+
+def _result(failure_cases: pl.DataFrame, df: pl.DataFrame) -> ContractResult:
+    failures = failure_cases.with_columns(
+        rule=pl.when(pl.col("column").is_null())
+        .then(pl.col("check"))
+        .otherwise(pl.col("column") + pl.lit(": ") + pl.col("check"))
+    )
+    by_check = failures.group_by("rule", maintain_order=True).len()
+    failures_by_check = dict(zip(by_check["rule"].to_list(), by_check["len"].to_list(), strict=True))
+    # The first failure of each rule, then the second of each, ...: as many rules as possible.
+    first_failures = (
+        failures.with_columns(nth=pl.int_range(pl.len()).over("rule"))
+        .sort("nth", maintain_order=True)
+        .head(MAX_EXAMPLES)
+    )
+    examples = [_example(row, df) for row in first_failures.iter_rows(named=True)]
+    return ContractResult(
+        passed=False, failure_count=failures.height, failures_by_check=failures_by_check, examples=examples
+    )
+
+
+_CPR_LIKE = re.compile(r"([0-9]{6})[0-9]{3,}")
+
+
+def mask_text(text: str) -> str:
+    """Mask every run of nine or more digits as a CPR (`DDMMYY-****`), wherever it stands: also a
+    CPR stored as an integer, which has lost its leading zero, inside an error message."""
+    return _CPR_LIKE.sub(r"\1-****", text)
+
+
+def _example(failure: dict, df: pl.DataFrame) -> str:
+    """`<rule>: <value> (row <n>, cpr DDMMYY-****)`, with every CPR masked."""
+    value = failure["failure_case"]
+    column, row = failure["column"], failure["index"]
+    if failure["schema_context"] == "DataFrameSchema" and row is not None:
+        value = None  # a whole row as JSON: the row number and masked cpr say enough
+    elif column in CPR_COLUMNS and value is not None and row is not None:
+        value = mask_cpr(value)
+    elif value is not None and row is None:  # a dtype, a column name, or the error of a check
+        value = (value.strip().splitlines() or [""])[0][:120]
+    text = failure["rule"] + (f": {value!r}" if value is not None else "")
+    if row is not None:
+        text += f" (row {row}"
+        if "cpr" in df.columns and 0 <= row < df.height and df.schema["cpr"] == pl.String:
+            text += f", cpr {mask_cpr(df['cpr'][row])}"
+        text += ")"
+    return mask_text(text)

@@ -1,0 +1,158 @@
+"""Reading UDK Pension's register (register.md): `<url>/<table>/<P>.parquet`, one file per period.
+
+The register is owned upstream, so a file that is missing, unreadable or of the wrong column types
+stops the run with a `RegisterError` that names the file and PENSIONSTRAEK_REGISTER_URL; nothing
+is guessed or repaired. Whether the values keep their contract is judged separately
+(`contracts.register`)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import posixpath
+import re
+from dataclasses import dataclass
+
+import dagster as dg
+import fsspec
+import polars as pl
+
+from contracts.register import SCHEMAS, mask_text
+from pipelines.calendar import parse_periode
+from pipelines.config import REGISTER_URL, check_local_or_url, env
+
+TABLES = tuple(SCHEMAS)  # pensionssager, pensionsberegning
+_FILE = re.compile(r"([0-9]{4}-(?:0[1-9]|1[0-2]))\.parquet")
+
+
+class RegisterError(Exception):
+    """The register cannot be used as it is; the message names the file and the variable."""
+
+
+@dataclass(frozen=True)
+class RegisterFile:
+    table: str
+    periode: str
+    path: str  # as the file system names it
+    sha256: str  # of the file's bytes, for the audit trail
+    frame: pl.DataFrame  # with exactly the contract's columns and dtypes
+
+
+class RegisterResource(dg.ConfigurableResource):
+    """PENSIONSTRAEK_REGISTER_URL: a folder or an fsspec URL holding `pensionssager/` and
+    `pensionsberegning/`."""
+
+    url: str = "./var/register"
+
+    @classmethod
+    def from_env(cls) -> RegisterResource:
+        return cls(url=check_local_or_url(REGISTER_URL, env(REGISTER_URL)))
+
+    def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
+        return fsspec.core.url_to_fs(self.url)
+
+    def path(self, table: str, periode: str) -> str:
+        _check_table(table)
+        parse_periode(periode)
+        return posixpath.join(self._fs()[1], table, f"{periode}.parquet")
+
+    def load(self, table: str, periode: str) -> RegisterFile:
+        """The file of `table` for P, read and held to the contract's column types."""
+        fs, _ = self._fs()
+        path = self.path(table, periode)
+        where = f"{REGISTER_URL}={self.url!r}"
+        try:
+            exists = fs.exists(path)
+        except Exception as exc:
+            raise RegisterError(f"the register at {where} cannot be reached: {_reason(exc)}") from exc
+        if not exists:
+            raise RegisterError(
+                f"no {table} for {periode} in {self.url} ({path} does not exist): "
+                f"check {REGISTER_URL} or ask UDK Pension for the file"
+            )
+        try:
+            with fs.open(path, "rb") as f:
+                data = f.read()
+        except Exception as exc:
+            raise RegisterError(f"{path} cannot be read ({where}): {_reason(exc)}") from exc
+        try:
+            frame = pl.read_parquet(io.BytesIO(data))
+        except Exception as exc:
+            raise RegisterError(
+                f"{path} is not a readable Parquet file ({where}): {_reason(exc)}; "
+                "ask UDK Pension to deliver it again"
+            ) from exc
+        return RegisterFile(
+            table=table,
+            periode=periode,
+            path=path,
+            sha256=hashlib.sha256(data).hexdigest(),
+            frame=conform(frame, SCHEMAS[table], f"{path} ({where})"),
+        )
+
+    def read(self, table: str, periode: str) -> pl.DataFrame:
+        return self.load(table, periode).frame
+
+    def periods(self, table: str) -> list[str]:
+        """The periods for which `table` has a file, oldest first."""
+        _check_table(table)
+        fs, root = self._fs()
+        folder = posixpath.join(root, table)
+        try:
+            names = [posixpath.basename(p) for p in fs.ls(folder, detail=False)] if fs.isdir(folder) else []
+        except Exception as exc:
+            raise RegisterError(f"{folder} cannot be listed ({REGISTER_URL}={self.url!r}): {_reason(exc)}") from exc
+        return sorted(m.group(1) for m in map(_FILE.fullmatch, names) if m)
+
+    def newest_pensionssager(self) -> tuple[str, pl.DataFrame]:
+        """sf6110.md: intake judges U03–U05 on the newest snapshot in the register."""
+        periods = self.periods("pensionssager")
+        if not periods:
+            raise RegisterError(
+                f"no pensionssager snapshot in {self.url}: set {REGISTER_URL} to the register "
+                "(…/pensionssager/YYYY-MM.parquet) or generate one with `pensionstraek generate`"
+            )
+        return periods[-1], self.read("pensionssager", periods[-1])
+
+
+def conform(frame: pl.DataFrame, schema: pl.Schema, where: str) -> pl.DataFrame:
+    """The contract's columns in its order and dtypes. Only widenings that cannot change a value
+    are made (Int32 -> Int64, Categorical -> String, an all-null column); anything else, such as a
+    kommunekode stored as an integer (0101 would become 101), is a RegisterError."""
+    missing = [name for name in schema if name not in frame.columns]
+    if missing:
+        raise RegisterError(f"{where}: missing column(s) {', '.join(missing)} (register.md)")
+    wrong = [
+        f"{name} is {frame.schema[name]}, expected {dtype}"
+        for name, dtype in schema.items()
+        if not _lossless(frame.schema[name], dtype)
+    ]
+    if wrong:
+        raise RegisterError(f"{where}: wrong column type(s): {'; '.join(wrong)} (register.md)")
+    try:
+        return frame.select([pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items()])
+    except pl.exceptions.PolarsError as exc:  # e.g. a Decimal(9,2) value that does not fit (5,2)
+        raise RegisterError(f"{where}: values do not fit the column types: {_reason(exc)}") from exc
+
+
+def _lossless(actual: pl.DataType, expected: pl.DataType) -> bool:
+    if actual == expected or actual == pl.Null:
+        return True
+    if expected == pl.Int64:
+        return actual in (pl.Int8, pl.Int16, pl.Int32, pl.UInt8, pl.UInt16, pl.UInt32)
+    if expected == pl.String:
+        return isinstance(actual, (pl.Categorical, pl.Enum))
+    if isinstance(expected, pl.Decimal):
+        return isinstance(actual, pl.Decimal) and actual.scale <= expected.scale
+    return False
+
+
+def _check_table(table: str) -> None:
+    if table not in SCHEMAS:
+        raise ValueError(f"unknown register table {table!r}: one of {', '.join(TABLES)}")
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of an error, short and with anything CPR-like masked."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return mask_text(text[:300])
