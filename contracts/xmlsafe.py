@@ -5,6 +5,7 @@ document with any DOCTYPE is refused outright (sf6110.md F01: a hardened parser 
 
 from __future__ import annotations
 
+import polars as pl
 from lxml import etree
 
 
@@ -37,3 +38,23 @@ def parse_xml(data: bytes) -> etree._Element:
     if doctype:
         raise XmlRefused("a DOCTYPE is not allowed")
     return root
+
+
+# --- Writing XML as text (the SF6111 and SF2601 codecs build their records with polars) ---------
+
+# XML 1.0 has no way to write these characters at all, escaped or not.
+UNWRITABLE_XML_CHARS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x{FFFE}\x{FFFF}]"
+
+
+def escape_text(value: str) -> str:
+    """Text content for an XML element built as a string: `&`, `<`, `>` escaped."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def escape_text_expr(value: pl.Expr) -> pl.Expr:
+    """`escape_text` as a polars expression (`&` first, so nothing is escaped twice)."""
+    return (
+        value.str.replace_all("&", "&amp;", literal=True)
+        .str.replace_all("<", "&lt;", literal=True)
+        .str.replace_all(">", "&gt;", literal=True)
+    )

@@ -1,0 +1,288 @@
+"""The monthly settlement of registered deductions (settlement.md), as plain polars functions.
+
+No Dagster and no I/O here: the settlement assets read the ledger and the register, call these
+functions, and write what they return. Money is integer øre throughout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import polars as pl
+
+from contracts.codes import afvisningskoder, traekarter
+
+AFREGNET = "AFREGNET"
+AFVIST = "AFVIST"
+
+# The request's identity (settlement.md "Which requests are active in P").
+REQUEST = ["kommunekode", "anmodning_id"]
+
+ACTIVE_SCHEMA = pl.Schema(
+    {
+        "kommunekode": pl.String,
+        "anmodning_id": pl.String,
+        "cpr": pl.String,
+        "traekart": pl.String,
+        "beloeb_oere": pl.Int64,
+        "til_periode": pl.String,
+        "opret_modtaget": pl.Datetime("us", "UTC"),
+        "periode": pl.String,
+    }
+)
+
+SETTLED_SCHEMA = pl.Schema(
+    {
+        "periode": pl.String,
+        "kommunekode": pl.String,
+        "anmodning_id": pl.String,
+        "cpr": pl.String,
+        "traekart": pl.String,
+        "anmodet_oere": pl.Int64,
+        "afregnet_oere": pl.Int64,
+        "status": pl.String,  # AFREGNET | AFVIST
+        "kode": pl.String,  # A01 | A02 | A03 | null
+        "tekst": pl.String,  # the code's text | null
+    }
+)
+
+_PERIODE = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+
+
+def first_day(periode: str) -> dt.date:
+    """The first day of the udbetalingsperiode `YYYY-MM`."""
+    if not isinstance(periode, str) or not _PERIODE.fullmatch(periode):
+        raise ValueError(f"periode {periode!r} is not a period: write it as YYYY-MM, e.g. 2027-02")
+    return dt.date(int(periode[:4]), int(periode[5:]), 1)
+
+
+def active_requests(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
+    """The requests active in `periode`, each with the amount and Traekart of its version in force.
+
+    settlement.md "Which requests are active in P". Columns: ACTIVE_SCHEMA, one row per request,
+    sorted by (kommunekode, anmodning_id)."""
+    first_day(periode)  # judge the argument before using it in comparisons
+    # The version in force: of the instructions with FraPeriode <= P, the one received last;
+    # between files with the same modtaget the later file name (byte order). Same name and second
+    # (a redelivery) and the place in the file (unreachable, U02) only make the choice total.
+    received_order = ["modtaget", "filnavn", "file_transfer_uuid", "position"]
+    in_force = (
+        ledger.filter(pl.col("fra_periode") <= periode)
+        .sort(received_order, nulls_last=False)
+        .group_by(REQUEST)
+        .last()
+    )
+    # Walk order uses the modtaget of the request's OPRET, which exists whatever the FraPeriode of
+    # the version in force (an AENDR may start the request earlier than its OPRET, sf6110.md).
+    # U07/U08 make the OPRET the first instruction of a request; the fallback only keeps the
+    # column total should a ledger ever lack it.
+    opret = ledger.group_by(REQUEST).agg(
+        opret_modtaget=pl.col("modtaget")
+        .filter(pl.col("handling") == "OPRET")
+        .min()
+        .fill_null(pl.col("modtaget").min())
+    )
+    active = in_force.filter(
+        pl.col("handling").is_in(["OPRET", "AENDR"])
+        & (pl.col("til_periode").is_null() | (pl.lit(periode) <= pl.col("til_periode")))
+    )
+    return (
+        active.join(opret, on=REQUEST, how="left")
+        .with_columns(periode=pl.lit(periode))
+        .select([pl.col(name).cast(dtype) for name, dtype in ACTIVE_SCHEMA.items()])
+        .sort(REQUEST)
+    )
+
+
+def settle(
+    active: pl.DataFrame,
+    pensionssager: pl.DataFrame,
+    pensionsberegning: pl.DataFrame,
+    periode: str,
+) -> pl.DataFrame:
+    """One outcome per active request: settlement.md "Settling one citizen".
+
+    Columns: SETTLED_SCHEMA, sorted by (kommunekode, anmodning_id)."""
+    first_day_of_p = first_day(periode)
+    prioritet = traekarter().select("traekart", "prioritet")
+    unknown = active.join(prioritet, on="traekart", how="anti")["traekart"].unique().sort()
+    if len(unknown):
+        raise ValueError(
+            f"Traekart {unknown.to_list()} not in contracts/traekart.csv: add the code with its "
+            "prioritet (sf6110.md) before settling"
+        )
+
+    sag = pensionssager.select("cpr", "doedsdato", har_sag=pl.lit(True))
+    beregning = pensionsberegning
+    if "periode" in beregning.columns:  # the calculation for P only (register.md)
+        beregning = beregning.filter(pl.col("periode") == periode)
+    beregning = beregning.select("cpr", "netto_oere", "udbetales", har_beregning=pl.lit(True))
+
+    requests = (
+        active.select(
+            *REQUEST,
+            "cpr",
+            "traekart",
+            "opret_modtaget",
+            anmodet_oere=pl.col("beloeb_oere").cast(pl.Int64),
+        )
+        .join(prioritet, on="traekart", how="left")
+        # validate: a CPR twice in a register table would double requests silently
+        .join(sag, on="cpr", how="left", validate="m:1")
+        .join(beregning, on="cpr", how="left", validate="m:1")
+        .with_columns(
+            kode=pl.when(pl.col("doedsdato") < first_day_of_p)  # a death during P does not stop P
+            .then(pl.lit("A01"))
+            .when(
+                ~pl.col("har_sag").fill_null(False)
+                | ~pl.col("har_beregning").fill_null(False)
+                | ~pl.col("udbetales").fill_null(False)
+                | (pl.col("netto_oere") <= 0)
+            )
+            .then(pl.lit("A02"))
+        )
+    )
+    rejected_up_front = requests.filter(pl.col("kode").is_not_null()).with_columns(
+        afregnet_oere=pl.lit(0, pl.Int64)
+    )
+    walked = _priority_walk(requests.filter(pl.col("kode").is_null()))
+
+    tekster = afvisningskoder()
+    return (
+        pl.concat(
+            [
+                rejected_up_front.select(*REQUEST, "cpr", "traekart", "anmodet_oere", "afregnet_oere", "kode"),
+                walked.select(*REQUEST, "cpr", "traekart", "anmodet_oere", "afregnet_oere", "kode"),
+            ]
+        )
+        .with_columns(
+            periode=pl.lit(periode),
+            status=pl.when(pl.col("kode").is_null()).then(pl.lit(AFREGNET)).otherwise(pl.lit(AFVIST)),
+            tekst=pl.col("kode").replace_strict(tekster, default=None, return_dtype=pl.String),
+        )
+        .select([pl.col(name).cast(dtype) for name, dtype in SETTLED_SCHEMA.items()])
+        .sort(REQUEST)
+    )
+
+
+def _priority_walk(requests: pl.DataFrame) -> pl.DataFrame:
+    """settlement.md step 3 for citizens whose pension pays out: walk the requests in priority
+    order with rest = netto; a request that fits is settled in full, one that does not is A03 and
+    the walk goes on. Never split.
+
+    The walk is sequential within a citizen but independent between citizens, so it runs over the
+    place in the walk (`trin`, a handful at most) with one vectorized `rest` for all citizens."""
+    walk_order = ["cpr", "prioritet", "opret_modtaget", "kommunekode", "anmodning_id"]
+    walk = (
+        requests.sort(walk_order, nulls_last=True)
+        .with_columns(
+            borger=pl.col("cpr").rle_id(),  # 0-based index of the citizen (sorted by cpr)
+            trin=pl.int_range(pl.len(), dtype=pl.UInt32).over("cpr"),
+        )
+    )
+    rest = walk.filter(pl.col("trin") == 0)["netto_oere"].cast(pl.Int64).clone()  # by borger
+    # One slice per trin: every citizen appears at most once in it.
+    walk = walk.sort("trin", "borger")
+    steps = walk.group_by("trin", maintain_order=True).len()["len"].to_list()
+
+    afregnet_parts: list[pl.Series] = []
+    start = 0
+    for length in steps:
+        step = walk.slice(start, length)
+        borger = step["borger"]
+        anmodet = step["anmodet_oere"]
+        rest_before = rest.gather(borger)
+        fits = anmodet <= rest_before
+        afregnet = anmodet * fits.cast(pl.Int64)  # the full amount or nothing: never split
+        rest.scatter(borger, rest_before - afregnet)
+        afregnet_parts.append(afregnet)
+        start += length
+
+    afregnet = (
+        pl.concat(afregnet_parts) if afregnet_parts else pl.Series("afregnet_oere", [], pl.Int64)
+    )
+    return walk.with_columns(afregnet_oere=afregnet.alias("afregnet_oere")).with_columns(
+        kode=pl.when(pl.col("afregnet_oere") == pl.col("anmodet_oere"))
+        .then(pl.lit(None, pl.String))
+        .otherwise(pl.lit("A03"))
+    )
+
+
+def settlement_summary(settled: pl.DataFrame) -> pl.DataFrame:
+    """Per kommunekode: antal_traek, antal_afregnet, antal_afvist, samlet_afregnet_oere and one
+    antal_<kode> per A-code (contracts/afvisningskoder.csv), for Dagster metadata. No CPR."""
+    a_koder = sorted(kode for kode in afvisningskoder() if kode.startswith("A"))
+    return (
+        settled.group_by("kommunekode")
+        .agg(
+            pl.len().cast(pl.Int64).alias("antal_traek"),
+            (pl.col("status") == AFREGNET).sum().cast(pl.Int64).alias("antal_afregnet"),
+            (pl.col("status") == AFVIST).sum().cast(pl.Int64).alias("antal_afvist"),
+            pl.col("afregnet_oere").sum().cast(pl.Int64).alias("samlet_afregnet_oere"),
+            *[(pl.col("kode") == kode).sum().cast(pl.Int64).alias(f"antal_{kode}") for kode in a_koder],
+        )
+        .sort("kommunekode")
+    )
+
+
+# --- The invariants of settlement.md, each returning the offending rows (empty = holds) ---------
+
+
+def violations_one_outcome(active: pl.DataFrame, settled: pl.DataFrame) -> pl.DataFrame:
+    """settlement.md: each active request has exactly one outcome, and that outcome is whole
+    (AFREGNET settles the full amount without a code; AFVIST settles 0 with a code).
+
+    Columns: kommunekode, anmodning_id, antal_aktive, antal_udfald, problem. No CPR."""
+    aktive = active.group_by(REQUEST).agg(antal_aktive=pl.len().cast(pl.Int64))
+    udfald = settled.group_by(REQUEST).agg(
+        antal_udfald=pl.len().cast(pl.Int64),
+        ugyldige=(
+            ~(
+                (
+                    (pl.col("status") == AFREGNET)
+                    & pl.col("kode").is_null()
+                    & (pl.col("afregnet_oere") == pl.col("anmodet_oere"))
+                )
+                | (
+                    (pl.col("status") == AFVIST)
+                    & pl.col("kode").is_not_null()
+                    & (pl.col("afregnet_oere") == 0)
+                )
+            ).fill_null(True)
+        ).sum(),
+    )
+    return (
+        aktive.join(udfald, on=REQUEST, how="full", coalesce=True)
+        .with_columns(pl.col("antal_aktive", "antal_udfald").fill_null(0))
+        .with_columns(
+            problem=pl.when(pl.col("antal_aktive") == 0)
+            .then(pl.lit("udfald uden aktiv anmodning"))
+            .when(pl.col("antal_udfald") == 0)
+            .then(pl.lit("intet udfald"))
+            .when(pl.col("antal_udfald") > 1)
+            .then(pl.lit("flere udfald"))
+            .when(pl.col("antal_aktive") > 1)
+            .then(pl.lit("anmodningen er aktiv flere gange"))
+            .when(pl.col("ugyldige") > 0)
+            .then(pl.lit("udfaldet er ikke helt (status, kode og beloeb passer ikke sammen)"))
+        )
+        .filter(pl.col("problem").is_not_null())
+        .select(*REQUEST, "antal_aktive", "antal_udfald", "problem")
+        .sort(REQUEST)
+    )
+
+
+def violations_settled_le_netto(settled: pl.DataFrame, pensionsberegning: pl.DataFrame) -> pl.DataFrame:
+    """settlement.md: the settled amounts per CPR never exceed its netto (no calculation row
+    counts as netto 0).
+
+    Columns: cpr, afregnet_oere, netto_oere. The cpr is in full: mask it (mask_cpr_expr) before
+    it goes anywhere near metadata or a log."""
+    return (
+        settled.group_by("cpr")
+        .agg(afregnet_oere=pl.col("afregnet_oere").sum().cast(pl.Int64))
+        .join(pensionsberegning.select("cpr", "netto_oere"), on="cpr", how="left")
+        .filter(pl.col("afregnet_oere") > pl.col("netto_oere").fill_null(0))
+        .sort("cpr")
+    )

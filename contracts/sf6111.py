@@ -1,0 +1,256 @@
+"""The SF6111 codec: Træk i pension – specifikationsliste (UDK → KP), settlement.md.
+
+A polars frame of one municipality's settled requests in, XML bytes out; and back, for tests,
+audits and the demo printout. The bytes are a pure function of the arguments (fixed declaration,
+fixed indentation, rows in byte order), so an unchanged period re-encodes to identical bytes
+(operations.md "Idempotency and audit"). Every file written validates against `sf6111.xsd`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+from lxml import etree
+
+from contracts.codes import kommunekoder
+from contracts.cpr import mask_cpr
+from contracts.money import format_kroner, format_kroner_expr, parse_kroner, parse_kroner_expr
+from contracts.xmlsafe import UNWRITABLE_XML_CHARS, escape_text, escape_text_expr, parse_xml
+
+SF6111_NS = "urn:oio:udk:pension:sf6111:1"
+SF6111_XSD = Path(__file__).with_name("sf6111.xsd")
+ROOT = "TraekSpecifikationsliste"
+
+AFREGNET = "AFREGNET"
+AFVIST = "AFVIST"
+
+# The frame on both sides of the codec: the rows of the settlement (assets/settlement_rules.py).
+TRAEK_SCHEMA = pl.Schema(
+    {
+        "periode": pl.String,
+        "kommunekode": pl.String,
+        "anmodning_id": pl.String,
+        "cpr": pl.String,
+        "traekart": pl.String,
+        "anmodet_oere": pl.Int64,
+        "afregnet_oere": pl.Int64,
+        "status": pl.String,
+        "kode": pl.String,
+        "tekst": pl.String,
+    }
+)
+
+# settlement.md: the children of a `Traek`, in order, before the optional `Aarsag`.
+_TRAEK_ELEMENTS = [
+    ("AnmodningId", "anmodning_id"),
+    ("CPR", "cpr"),
+    ("Traekart", "traekart"),
+    ("AnmodetBeloeb", "anmodet_oere"),
+    ("AfregnetBeloeb", "afregnet_oere"),
+    ("Status", "status"),
+]
+_AMOUNTS = {"anmodet_oere", "afregnet_oere"}
+
+_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+_PERIODE = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
+
+
+class Sf6111Error(ValueError):
+    """The frame cannot be written as an SF6111 file, or the bytes are not one; the message says why."""
+
+
+# --- The delivery's name and header (shared by the UDK → municipality file types) --------------
+
+
+def check_delivery(kommunekode: str, periode: str, loebenummer: int) -> None:
+    """The header values every UDK → municipality delivery is named by; raise ValueError naming
+    the fix when one is wrong."""
+    if kommunekode not in kommunekoder():
+        raise ValueError(
+            f"kommunekode {kommunekode!r} is not one of contracts/kommuner.csv (four digits, e.g. '0101')"
+        )
+    if not isinstance(periode, str) or not _PERIODE.fullmatch(periode):
+        raise ValueError(f"periode {periode!r} is not a period: write it as YYYY-MM, e.g. 2027-02")
+    if isinstance(loebenummer, bool) or not isinstance(loebenummer, int) or not 1 <= loebenummer <= 999:
+        raise ValueError(
+            f"loebenummer {loebenummer!r} must be a whole number 1–999 (the file name has three digits)"
+        )
+
+
+def delivery_filnavn(prefix: str, kommunekode: str, periode: str, loebenummer: int) -> str:
+    """`<prefix>_<kommunekode>_<YYYYMM>_<nnn>.xml`, nnn the delivery's Loebenummer with three digits."""
+    check_delivery(kommunekode, periode, loebenummer)
+    return f"{prefix}_{kommunekode}_{periode.replace('-', '')}_{loebenummer:03d}.xml"
+
+
+def sf6111_filnavn(kommunekode: str, periode: str, loebenummer: int) -> str:
+    """settlement.md: `SF6111_<kommunekode>_<YYYYMM>_<nnn>.xml`."""
+    return delivery_filnavn("SF6111", kommunekode, periode, loebenummer)
+
+
+# --- Encoding -----------------------------------------------------------------------------------
+
+
+def encode_sf6111(
+    kommunekode: str,
+    periode: str,
+    udbetalingsdato: dt.date,
+    loebenummer: int,
+    traek: pl.DataFrame,
+) -> bytes:
+    """The SF6111 file for one municipality and period; `traek` is that municipality's rows of
+    the settlement (columns TRAEK_SCHEMA, any order of rows)."""
+    check_delivery(kommunekode, periode, loebenummer)
+    if not isinstance(udbetalingsdato, dt.date) or isinstance(udbetalingsdato, dt.datetime):
+        raise Sf6111Error(f"udbetalingsdato must be a date, not {udbetalingsdato!r}")
+    traek = _checked_traek(kommunekode, periode, traek)
+
+    antal_afregnet = traek.filter(pl.col("status") == AFREGNET).height
+    header = [
+        ("Kommunekode", kommunekode),
+        ("Periode", periode),
+        ("Udbetalingsdato", udbetalingsdato.isoformat()),
+        ("Loebenummer", str(loebenummer)),
+        ("AntalTraek", str(traek.height)),
+        ("AntalAfregnet", str(antal_afregnet)),
+        ("AntalAfvist", str(traek.height - antal_afregnet)),
+        # settlement.md: the amount UDK pays the municipality for P.
+        ("SamletAfregnetBeloeb", format_kroner(traek["afregnet_oere"].sum())),
+    ]
+    return "".join(
+        [
+            _DECLARATION,
+            f'<{ROOT} xmlns="{SF6111_NS}">\n',
+            *(f"  <{name}>{escape_text(value)}</{name}>\n" for name, value in header),
+            _traek_records(traek),
+            f"</{ROOT}>\n",
+        ]
+    ).encode("utf-8")
+
+
+def _traek_records(traek: pl.DataFrame) -> str:
+    """All `Traek` elements as one string, sorted by AnmodningId in byte order (polars compares
+    strings by their UTF-8 bytes, never by locale)."""
+    parts: list[pl.Expr] = [pl.lit("  <Traek>\n")]
+    for element, column in _TRAEK_ELEMENTS:
+        value = format_kroner_expr(column) if column in _AMOUNTS else escape_text_expr(pl.col(column))
+        parts += [pl.lit(f"    <{element}>"), value, pl.lit(f"</{element}>\n")]
+    aarsag = (
+        pl.when(pl.col("status") == AFVIST)
+        .then(
+            pl.concat_str(
+                pl.lit("    <Aarsag><Kode>"),
+                escape_text_expr(pl.col("kode")),
+                pl.lit("</Kode><Tekst>"),
+                escape_text_expr(pl.col("tekst")),
+                pl.lit("</Tekst></Aarsag>\n"),
+            )
+        )
+        .otherwise(pl.lit(""))
+    )
+    parts += [aarsag, pl.lit("  </Traek>\n")]
+    return traek.sort("anmodning_id").select(pl.concat_str(parts).str.join("")).item()
+
+
+def _checked_traek(kommunekode: str, periode: str, traek: pl.DataFrame) -> pl.DataFrame:
+    """The frame as the file needs it, or Sf6111Error naming what is wrong (CPRs masked)."""
+    missing = [name for name in TRAEK_SCHEMA if name not in traek.columns]
+    if missing:
+        raise Sf6111Error(f"traek lacks the columns {missing}: pass the rows of settle() for one municipality")
+    traek = traek.select([pl.col(name).cast(dtype) for name, dtype in TRAEK_SCHEMA.items()])
+    if traek.is_empty():
+        raise Sf6111Error(
+            f"no rows for kommunekode {kommunekode} in {periode}: settlement.md sends SF6111 only to "
+            "a municipality with at least one active request"
+        )
+
+    def refuse(problem: pl.Expr, what: str) -> None:
+        bad = traek.filter(problem.fill_null(True))
+        if bad.height:
+            example = bad.row(0, named=True)
+            raise Sf6111Error(
+                f"{bad.height} Traek row(s) {what}, e.g. AnmodningId {example['anmodning_id']!r} "
+                f"for CPR {mask_cpr(example['cpr'])}"
+            )
+
+    refuse(
+        (pl.col("kommunekode") != kommunekode) | (pl.col("periode") != periode),
+        f"belong to another municipality or period than {kommunekode} {periode}: "
+        "encode one municipality at a time",
+    )
+    required = ["anmodning_id", "cpr", "traekart", "anmodet_oere", "afregnet_oere", "status"]
+    refuse(pl.any_horizontal(pl.col(required).is_null()), f"have an empty value in one of {required}")
+    refuse(pl.col("anmodning_id").is_duplicated(), "have an AnmodningId twice: each request has one outcome")
+    refuse(~pl.col("status").is_in([AFREGNET, AFVIST]), "have a status other than AFREGNET or AFVIST")
+    refuse(
+        (pl.col("status") == AFVIST) & (pl.col("kode").is_null() | pl.col("tekst").is_null()),
+        "are AFVIST without kode and tekst (the file's Aarsag)",
+    )
+    refuse(
+        (pl.col("anmodet_oere") < 0) | (pl.col("afregnet_oere") < 0),
+        "have a negative amount",
+    )
+    text = ["anmodning_id", "cpr", "traekart", "status", "kode", "tekst"]
+    refuse(
+        pl.any_horizontal(pl.col(text).str.contains(UNWRITABLE_XML_CHARS).fill_null(False)),
+        "contain a control character that XML cannot carry",
+    )
+    return traek
+
+
+# --- Decoding -----------------------------------------------------------------------------------
+
+
+@cache
+def sf6111_schema() -> etree.XMLSchema:
+    return etree.XMLSchema(etree.parse(str(SF6111_XSD)))
+
+
+def validate_sf6111(data: bytes) -> etree._Element:
+    """Parse with the hardened parser and validate against sf6111.xsd; the root, or Sf6111Error."""
+    root = parse_xml(data)
+    schema = sf6111_schema()
+    if not schema.validate(root):
+        error = schema.error_log.last_error
+        raise Sf6111Error(f"not a valid SF6111 file: line {error.line}: {error.message}")
+    return root
+
+
+def decode_sf6111(data: bytes) -> tuple[dict, pl.DataFrame]:
+    """The header (as written) and the Traek rows (columns TRAEK_SCHEMA, amounts in øre) of an
+    SF6111 file; decode(encode(rows)) gives the rows back, sorted by anmodning_id."""
+    root = validate_sf6111(data)
+    ns = {"t": SF6111_NS}
+
+    def text(element: etree._Element, path: str) -> str | None:
+        return element.findtext(path, namespaces=ns)
+
+    header = {
+        "kommunekode": text(root, "t:Kommunekode"),
+        "periode": text(root, "t:Periode"),
+        "udbetalingsdato": dt.date.fromisoformat(text(root, "t:Udbetalingsdato")),
+        "loebenummer": int(text(root, "t:Loebenummer")),
+        "antal_traek": int(text(root, "t:AntalTraek")),
+        "antal_afregnet": int(text(root, "t:AntalAfregnet")),
+        "antal_afvist": int(text(root, "t:AntalAfvist")),
+        "samlet_afregnet_oere": parse_kroner(text(root, "t:SamletAfregnetBeloeb")),
+    }
+    records = root.findall("t:Traek", namespaces=ns)
+    columns = {column: [text(r, f"t:{element}") for r in records] for element, column in _TRAEK_ELEMENTS}
+    columns["kode"] = [text(r, "t:Aarsag/t:Kode") for r in records]
+    columns["tekst"] = [text(r, "t:Aarsag/t:Tekst") for r in records]
+    traek = (
+        pl.DataFrame(columns, schema={name: pl.String for name in columns})
+        .with_columns(
+            parse_kroner_expr("anmodet_oere"),
+            parse_kroner_expr("afregnet_oere"),
+            periode=pl.lit(header["periode"]),
+            kommunekode=pl.lit(header["kommunekode"]),
+        )
+        .select([pl.col(name).cast(dtype) for name, dtype in TRAEK_SCHEMA.items()])
+    )
+    return header, traek
