@@ -4,7 +4,6 @@ UDK Pension owns the files; these assets mirror them per period: materializing r
 the partition and records what was there (rows, SHA-256, counts). The blocking contract checks stop
 the period when a file breaks its contract, with counts per rule and masked examples in the UI."""
 
-import warnings
 
 import dagster as dg
 import polars as pl
@@ -24,11 +23,6 @@ GROUP = "register"
 PENSIONSSAGER = dg.AssetKey(["register", "pensionssager"])  # for deps=[...] of downstream assets
 PENSIONSBEREGNING = dg.AssetKey(["register", "pensionsberegning"])
 
-# A check on a partitioned asset needs the partitions too, or it would load every partition;
-# Dagster 1.13 calls that "preview". Known and wanted, so not repeated on every start.
-warnings.filterwarnings(
-    "ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning
-)
 
 
 def _file_metadata(register_file: RegisterFile) -> dict[str, dg.MetadataValue]:

@@ -26,11 +26,12 @@ def format_kroner(oere: int) -> str:
     return f"{sign}{kroner}.{rest:02d}"
 
 
-def parse_kroner_expr(column: str) -> pl.Expr:
+def parse_kroner_expr(column: str | pl.Expr) -> pl.Expr:
     """`parse_kroner` as a polars expression: null where the text is not a valid amount.
 
+    `column` is a column name or an expression (e.g. a struct field inside `list.eval`).
     An amount too large for int64 øre is null too (the spec caps amounts far below that)."""
-    text = pl.col(column)
+    text = pl.col(column) if isinstance(column, str) else column
     valid = text.str.contains(AMOUNT_PATTERN) & (text.str.len_chars() <= 15)
     kroner = text.str.extract(r"^([0-9]+)", 1)
     decimals = text.str.extract(r"\.([0-9]{1,2})$", 1).fill_null("").str.pad_end(2, "0")
@@ -38,7 +39,7 @@ def parse_kroner_expr(column: str) -> pl.Expr:
     return pl.when(valid).then(oere).otherwise(None)
 
 
-def format_kroner_expr(column: str) -> pl.Expr:
-    """`format_kroner` as a polars expression (non-negative amounts)."""
-    oere = pl.col(column)
+def format_kroner_expr(column: str | pl.Expr) -> pl.Expr:
+    """`format_kroner` as a polars expression (non-negative amounts); a column name or an expression."""
+    oere = pl.col(column) if isinstance(column, str) else column
     return (oere // 100).cast(pl.String) + "." + (oere % 100).cast(pl.String).str.zfill(2)

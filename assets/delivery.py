@@ -1,0 +1,130 @@
+"""What the SF6111 and SF2601 assets share: make a period's files per municipality (a new version
+only for changed content, pipelines.deliveries), send them, and watch their technical receipts."""
+
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterable
+
+import dagster as dg
+
+from pipelines.deliveries import Version, current_versions, make_version, read_version, send_versions
+from pipelines.exchange import ExchangeResource
+from pipelines.partitions import periode_partitions, periods_of
+from pipelines.resources import StateResource
+from pipelines.state import StateStore, utc_now
+
+# exchange.md: a receipt missing after a configurable time is visible to the operator.
+RECEIPT_TIMEOUT = dt.timedelta(minutes=int(os.environ.get("PENSIONSTRAEK_RECEIPT_TIMEOUT_MINUTES", "60")))
+
+FileSpec = tuple[str, Callable[[int], bytes], Callable[[int], str]]  # kommunekode, encode(n), filnavn(n)
+
+
+def _chosen_path(integration: str, periode: str) -> str:
+    return f"periods/{periode}/{integration.lower()}_filer.json"
+
+
+def make_period_files(
+    context: dg.AssetExecutionContext,
+    store: StateStore,
+    integration: str,
+    periods: list[str],
+    files_of: Callable[[str], Iterable[FileSpec]],
+) -> dg.MaterializeResult:
+    made, changed = 0, 0
+    for periode in periods:
+        chosen = [
+            make_version(store, integration=integration, periode=periode, kommunekode=kk, encode=encode, filnavn=filnavn)
+            for kk, encode, filnavn in files_of(periode)
+        ]
+        store.write_json(_chosen_path(integration, periode), {"filer": [v.name for v in chosen]})
+        made += len(chosen)
+        changed += sum(v.changed for v in chosen)
+        for v in chosen:
+            if v.changed:
+                context.log.info(f"{periode} {v.kommunekode}: ny version {v.name}")
+    return dg.MaterializeResult(
+        metadata={"filer": made, "nye_versioner": changed, "uaendrede_filer": made - changed}
+    )
+
+
+def chosen_versions(store: StateStore, integration: str, periode: str) -> list[Version]:
+    """The versions the last make-run of P chose (one per municipality with content)."""
+    if not store.exists(_chosen_path(integration, periode)):
+        raise dg.Failure(f"{integration} for {periode} is not made yet; run the settlement of {periode} first")
+    names = set(store.read_json(_chosen_path(integration, periode))["filer"])
+    return [v for v in current_versions(store, integration, periode) if v.name in names]
+
+
+def period_versions(store: StateStore, integration: str, periode: str) -> list[tuple[Version, bytes]]:
+    return [(v, read_version(store, v)) for v in chosen_versions(store, integration, periode)]
+
+
+def send_period_files(
+    context: dg.AssetExecutionContext,
+    exchange: ExchangeResource,
+    store: StateStore,
+    integration: str,
+    periods: list[str],
+    sender: str,
+    recipient_for: Callable[[str], str | None],
+) -> dg.MaterializeResult:
+    sent: list[str] = []
+    with exchange.open() as client:
+        for periode in periods:
+            sent += send_versions(
+                client, store, chosen_versions(store, integration, periode), sender=sender, recipient_for=recipient_for
+            )
+    for name in sent:
+        context.log.info(f"sendt {name}")
+    return dg.MaterializeResult(
+        metadata={
+            "filer_sendt": len(sent),
+            "sendt": dg.MetadataValue.md("\n".join(f"- {n}" for n in sent) or "intet nyt at sende"),
+        }
+    )
+
+
+def unacknowledged(store: StateStore, names: Iterable[str], now: dt.datetime) -> tuple[list[str], list[str]]:
+    """(failed, overdue): sent files whose receipt reported an error, and files without a receipt
+    after RECEIPT_TIMEOUT."""
+    failed, overdue = [], []
+    for name in names:
+        record = store.sent_record(name)
+        if record is None:
+            continue
+        if record["status"] == "failed":
+            failed.append(f"{name}: {'; '.join(record.get('receipt_errors', []))}")
+        elif record["status"] in ("sending", "sent"):
+            sent_at = dt.datetime.fromisoformat(record.get("sent_at") or record["prepared_at"])
+            if now - sent_at > RECEIPT_TIMEOUT:
+                overdue.append(name)
+    return failed, overdue
+
+
+def delivery_receipts_check(asset_key: dg.AssetKey, integration: str, name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=asset_key,
+        name=name,
+        partitions_def=periode_partitions,
+        description=(
+            f"Every {integration} file of P sent has a SUCCESS technical receipt (a failed receipt, "
+            f"or none after {RECEIPT_TIMEOUT}, fails the check)."
+        ),
+    )
+    def check(context: dg.AssetCheckExecutionContext, state: StateResource) -> dg.AssetCheckResult:
+        store = state.store()
+        names = [v.name for p in periods_of(context) for v in chosen_versions(store, integration, p)]
+        failed, overdue = unacknowledged(store, names, utc_now())
+        return dg.AssetCheckResult(
+            passed=not failed and not overdue,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "filer": len(names),
+                "fejlet": len(failed),
+                "uden_kvittering": len(overdue),
+                "detaljer": dg.MetadataValue.md("\n".join(f"- {x}" for x in failed + overdue) or "alle kvitteret"),
+            },
+        )
+
+    return check

@@ -1,0 +1,213 @@
+"""The monthly settlement in Dagster (settlement.md): the active requests of P and their settlement.
+
+Both assets are partitioned by udbetalingsperiode and run a range of periods as one run (a
+backfill), period by period; the rules are in assets/settlement_rules.py. Frames are kept in the
+state store under `periods/<P>/` so that any past period can be explained."""
+
+
+import dagster as dg
+import polars as pl
+
+from assets.register import PENSIONSBEREGNING, PENSIONSSAGER
+from assets.settlement_rules import (
+    active_requests,
+    settle,
+    settlement_summary,
+    violations_one_outcome,
+    violations_settled_le_netto,
+)
+from assets.sf6110 import TRAEKANMODNINGER
+from contracts.money import format_kroner
+from pipelines.calendar import cutoff
+from pipelines.exchange import ExchangeResource
+from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
+from pipelines.register import RegisterError, RegisterResource
+from pipelines.resources import StateResource
+from pipelines.state import StateStore
+
+AKTIVE_ANMODNINGER = dg.AssetKey(["settlement", "aktive_anmodninger"])
+AFREGNING = dg.AssetKey(["settlement", "afregning"])
+
+
+def frame_path(periode: str, table: str) -> str:
+    return f"periods/{periode}/{table}.parquet"
+
+
+def read_period_frame(store: StateStore, periode: str, table: str) -> pl.DataFrame:
+    path = frame_path(periode, table)
+    if not store.exists(path):
+        raise dg.Failure(f"{table} for {periode} is not materialized yet; run the settlement of {periode} first")
+    return store.read_frame(path)
+
+
+def readiness_problems(client, register: RegisterResource, periode: str) -> list[str]:
+    """settlement.md "Readiness": nothing received before P's cut-off may still be waiting, and
+    the register must have both tables for P. The wall clock plays no part."""
+    problems = []
+    deadline = cutoff(periode)
+    waiting = [d for d in client.list_deliveries() if d.received < deadline]
+    if waiting:
+        problems.append(
+            f"{len(waiting)} SF6110-filer modtaget før fristen for {periode} ({deadline.isoformat()}) "
+            "venter stadig i IN/ og er ikke behandlet: kør intake først (`pensionstraek intake`)"
+        )
+    for table in ("pensionssager", "pensionsberegning"):
+        if periode not in register.periods(table):
+            problems.append(f"registeret har ingen {table} for {periode} ({register.url})")
+    return problems
+
+
+@dg.asset(
+    key=AKTIVE_ANMODNINGER,
+    group_name="settlement",
+    partitions_def=periode_partitions,
+    backfill_policy=SINGLE_RUN,
+    deps=[TRAEKANMODNINGER, PENSIONSSAGER, PENSIONSBEREGNING],
+    description=(
+        "The requests active in P: per (kommunekode, AnmodningId) the version in force (the "
+        "instruction received last with FraPeriode ≤ P), when it is an OPRET/AENDR and P is not "
+        "after its TilPeriode. Refuses to run while files received before P's cut-off wait in IN/."
+    ),
+    kinds={"polars", "parquet"},
+)
+def aktive_anmodninger(
+    context: dg.AssetExecutionContext,
+    exchange: ExchangeResource,
+    register: RegisterResource,
+    state: StateResource,
+) -> dg.MaterializeResult:
+    store = state.store()
+    with exchange.open() as client:
+        problems = [p for periode in periods_of(context) for p in readiness_problems(client, register, periode)]
+    if problems:
+        raise dg.Failure(description="Afregningen kan ikke køre: " + "; ".join(problems))
+
+    ledger = store.ledger()
+    counts = {}
+    for periode in periods_of(context):
+        active = active_requests(ledger, periode)
+        store.write_frame(frame_path(periode, "aktive_anmodninger"), active)
+        counts[periode] = active.height
+        context.log.info(f"{periode}: {active.height} aktive anmodninger")
+    return dg.MaterializeResult(metadata=_per_period({"aktive_anmodninger": counts}))
+
+
+@dg.asset(
+    key=AFREGNING,
+    group_name="settlement",
+    partitions_def=periode_partitions,
+    backfill_policy=SINGLE_RUN,
+    deps=[AKTIVE_ANMODNINGER, PENSIONSSAGER, PENSIONSBEREGNING],
+    description=(
+        "The settlement of P: one outcome per active request, AFREGNET with the full amount or "
+        "AFVIST with A01 (dead before P), A02 (no payment in P) or A03 (the pension cannot cover "
+        "it; the walk in priority order goes on, a deduction is never split)."
+    ),
+    kinds={"polars", "parquet"},
+)
+def afregning(
+    context: dg.AssetExecutionContext, register: RegisterResource, state: StateResource
+) -> dg.MaterializeResult:
+    store = state.store()
+    figures: dict[str, dict[str, int]] = {}
+    for periode in periods_of(context):
+        active = read_period_frame(store, periode, "aktive_anmodninger")
+        try:
+            sager = register.read("pensionssager", periode)
+            beregning = register.read("pensionsberegning", periode)
+        except RegisterError as exc:
+            raise dg.Failure(description=str(exc)) from None
+        settled = settle(active, sager, beregning, periode)
+        store.write_frame(frame_path(periode, "afregning"), settled)
+        figures[periode] = settlement_figures(settled)
+        f = figures[periode]
+        context.log.info(
+            f"{periode}: {f['anmodninger']} anmodninger, {f['afregnet']} afregnet "
+            f"({format_kroner(f['afregnet_oere'])} kr), {f['afvist']} afvist"
+        )
+    return dg.MaterializeResult(metadata=_per_period_figures(figures))
+
+
+def settlement_figures(settled: pl.DataFrame) -> dict[str, int]:
+    summary = settlement_summary(settled)
+    a_codes = [c for c in summary.columns if c.startswith("antal_A")]
+    return {
+        "anmodninger": settled.height,
+        "afregnet": int(summary["antal_afregnet"].sum()),
+        "afvist": int(summary["antal_afvist"].sum()),
+        "afregnet_oere": int(summary["samlet_afregnet_oere"].sum()),
+        "kommuner": summary.height,
+        **{code.removeprefix("antal_"): int(summary[code].sum()) for code in a_codes},
+    }
+
+
+def _per_period(values: dict[str, dict[str, int]]) -> dict:
+    """Metadata for one or many periods: plain numbers for one period (the UI plots them over
+    the partitions), and a per-period breakdown when a backfill ran several."""
+    metadata: dict = {}
+    for name, per_periode in values.items():
+        metadata[name] = sum(per_periode.values())
+        if len(per_periode) > 1:
+            metadata[f"{name}_pr_periode"] = dg.MetadataValue.json(per_periode)
+    return metadata
+
+
+def _per_period_figures(figures: dict[str, dict[str, int]]) -> dict:
+    names = sorted({name for f in figures.values() for name in f})
+    metadata = _per_period({name: {p: f.get(name, 0) for p, f in figures.items()} for name in names})
+    metadata["afregnet_kr"] = format_kroner(metadata["afregnet_oere"])
+    return metadata
+
+
+# --- checks: the invariants of settlement.md, blocking (no file goes out if they break) -----------
+
+
+def _violations_result(violations: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
+    bad = {p: v for p, v in violations.items() if v.height}
+    examples = [
+        f"{p}: {row}" for p, v in bad.items() for row in v.drop("cpr", strict=False).head(5).iter_rows(named=True)
+    ]
+    return dg.AssetCheckResult(
+        passed=not bad,
+        metadata={
+            "antal_fejl": sum(v.height for v in bad.values()),
+            "perioder_med_fejl": ", ".join(sorted(bad)) or "ingen",
+            "eksempler": dg.MetadataValue.md("\n".join(f"- {e}" for e in examples[:10]) or "ingen"),
+        },
+    )
+
+
+@dg.asset_check(asset=AFREGNING, name="hver_anmodning_et_udfald", blocking=True, partitions_def=periode_partitions)
+def hver_anmodning_et_udfald(context: dg.AssetCheckExecutionContext, state: StateResource) -> dg.AssetCheckResult:
+    """settlement.md: each active request has exactly one outcome."""
+    store = state.store()
+    return _violations_result(
+        {
+            p: violations_one_outcome(
+                read_period_frame(store, p, "aktive_anmodninger"), read_period_frame(store, p, "afregning")
+            )
+            for p in periods_of(context)
+        }
+    )
+
+
+@dg.asset_check(asset=AFREGNING, name="afregnet_hoejst_netto", blocking=True, partitions_def=periode_partitions)
+def afregnet_hoejst_netto(
+    context: dg.AssetCheckExecutionContext, state: StateResource, register: RegisterResource
+) -> dg.AssetCheckResult:
+    """settlement.md: settled amounts per CPR never exceed netto."""
+    store = state.store()
+    return _violations_result(
+        {
+            p: violations_settled_le_netto(
+                read_period_frame(store, p, "afregning"), register.read("pensionsberegning", p)
+            )
+            for p in periods_of(context)
+        }
+    )
+
+
+settlement_defs = dg.Definitions(
+    assets=[aktive_anmodninger, afregning],
+    asset_checks=[hver_anmodning_et_udfald, afregnet_hoejst_netto],
+)

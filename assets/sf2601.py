@@ -1,0 +1,153 @@
+"""SF2601 Pensionsudbetaling under administration (sf2601.md), per administering municipality.
+
+`sf2601/udbetalinger` makes one file per administering municipality with at least one citizen
+in P; `sf2601/afsendelse` sends what is not sent yet. Rules: assets/sf2601_rules.py."""
+
+
+import dagster as dg
+import polars as pl
+
+from assets.delivery import delivery_receipts_check, make_period_files, period_versions, send_period_files
+from assets.settlement import AFREGNING, read_period_frame
+from assets.sf2601_rules import missing_administrationskommune, sf2601_rows
+from contracts.cpr import mask_cpr_expr
+from contracts.sf2601 import decode_sf2601, encode_sf2601, sf2601_filnavn
+from pipelines.calendar import udbetalingsdato
+from pipelines.exchange import ExchangeResource
+from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
+from pipelines.register import RegisterResource
+from pipelines.resources import PartnersResource, StateResource
+
+INTEGRATION = "SF2601"
+UDBETALINGER = dg.AssetKey(["sf2601", "udbetalinger"])
+AFSENDELSE = dg.AssetKey(["sf2601", "afsendelse"])
+
+
+@dg.asset(
+    key=UDBETALINGER,
+    group_name="sf2601",
+    partitions_def=periode_partitions,
+    backfill_policy=SINGLE_RUN,
+    deps=[AFREGNING],
+    description=(
+        "One SF2601 file per administering municipality: per citizen under administration with "
+        "payment to the municipality's NemKonto, brutto, skat, the deductions settled in P and "
+        "what was paid; SamletUdbetaltBeloeb is the single transfer to the municipality."
+    ),
+    kinds={"xml"},
+)
+def udbetalinger(
+    context: dg.AssetExecutionContext, register: RegisterResource, state: StateResource
+) -> dg.MaterializeResult:
+    store = state.store()
+
+    def files_of(periode: str):
+        rows = sf2601_rows(
+            read_period_frame(store, periode, "afregning"),
+            register.read("pensionssager", periode),
+            register.read("pensionsberegning", periode),
+        )
+        store.write_frame(f"periods/{periode}/sf2601.parquet", rows)
+        payday = udbetalingsdato(periode)
+        for (kommunekode,), persons in rows.group_by("kommunekode", maintain_order=True):
+            yield (
+                kommunekode,
+                lambda n, kk=kommunekode, rows=persons: encode_sf2601(kk, periode, payday, n, rows),
+                lambda n, kk=kommunekode: sf2601_filnavn(kk, periode, n),
+            )
+
+    return make_period_files(context, store, INTEGRATION, periods_of(context), files_of)
+
+
+@dg.asset(
+    key=AFSENDELSE,
+    group_name="sf2601",
+    partitions_def=periode_partitions,
+    backfill_policy=SINGLE_RUN,
+    deps=[UDBETALINGER],
+    description="Sends P's SF2601 files that have not gone out yet to the account that receives SF2601 for the municipality (default ky).",
+    kinds={"sftp"},
+)
+def afsendelse(
+    context: dg.AssetExecutionContext,
+    exchange: ExchangeResource,
+    state: StateResource,
+    partners: PartnersResource,
+) -> dg.MaterializeResult:
+    known = partners.partners()
+    return send_period_files(
+        context, exchange, state.store(), INTEGRATION, periods_of(context), known.udk_account, known.sf2601_recipient
+    )
+
+
+# --- checks ----------------------------------------------------------------------------------------
+
+
+@dg.asset_check(asset=UDBETALINGER, name="samlet_lig_overfoersel", blocking=True, partitions_def=periode_partitions)
+def samlet_lig_overfoersel(
+    context: dg.AssetCheckExecutionContext, state: StateResource
+) -> dg.AssetCheckResult:
+    """sf2601.md: SamletUdbetaltBeloeb equals the sum of UdbetaltBeloeb, equals the single
+    transfer to the municipality's NemKonto (netto − settled deductions of its citizens), and
+    AntalPersoner equals the records; and no citizen of another municipality is in a file."""
+    store = state.store()
+    wrong, files = [], 0
+    for periode in periods_of(context):
+        transfers = (
+            store.read_frame(f"periods/{periode}/sf2601.parquet")
+            .group_by("kommunekode")
+            .agg(overfoersel=pl.col("udbetalt_oere").sum(), personer=pl.col("cpr"))
+        )
+        by_kommune = {r["kommunekode"]: r for r in transfers.iter_rows(named=True)}
+        for version, data in period_versions(store, INTEGRATION, periode):
+            files += 1
+            header, persons = decode_sf2601(data)
+            expected = by_kommune.get(version.kommunekode)
+            records_sum = int(persons["udbetalt_oere"].sum())
+            if header["samlet_udbetalt_oere"] != records_sum:
+                wrong.append(f"{periode} {version.kommunekode}: SamletUdbetaltBeloeb ≠ summen af UdbetaltBeloeb")
+            if header["antal_personer"] != persons.height:
+                wrong.append(f"{periode} {version.kommunekode}: AntalPersoner ≠ antal Udbetaling")
+            if expected is None or expected["overfoersel"] != header["samlet_udbetalt_oere"]:
+                wrong.append(f"{periode} {version.kommunekode}: SamletUdbetaltBeloeb ≠ overførslen")
+            foreign = set(persons["cpr"].to_list()) - set(expected["personer"] if expected else [])
+            if foreign:
+                wrong.append(f"{periode} {version.kommunekode}: {len(foreign)} borgere fra en anden kommune")
+    return dg.AssetCheckResult(
+        passed=not wrong,
+        metadata={"filer": files, "afvigelser": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong[:20]) or "ingen")},
+    )
+
+
+@dg.asset_check(asset=UDBETALINGER, name="administrationskommune_mangler", partitions_def=periode_partitions)
+def administrationskommune_mangler(
+    context: dg.AssetCheckExecutionContext, register: RegisterResource
+) -> dg.AssetCheckResult:
+    """sf2601.md: a case under administration with payment to the municipality but without an
+    administrationskommune is left out of every file. Warns without blocking the other files."""
+    missing = pl.concat(
+        [
+            missing_administrationskommune(register.read("pensionssager", p), register.read("pensionsberegning", p))
+            .with_columns(periode=pl.lit(p))
+            for p in periods_of(context)
+        ]
+    )
+    examples = missing.select("periode", mask_cpr_expr("cpr").alias("cpr")).head(10)
+    return dg.AssetCheckResult(
+        passed=missing.is_empty(),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "sager_uden_administrationskommune": missing.height,
+            "eksempler": dg.MetadataValue.md(
+                "\n".join(f"- {r['periode']} {r['cpr']}" for r in examples.iter_rows(named=True)) or "ingen"
+            ),
+        },
+    )
+
+
+sf2601_kvitteret = delivery_receipts_check(AFSENDELSE, INTEGRATION, name="sf2601_kvitteret")
+
+sf2601_defs = dg.Definitions(
+    assets=[udbetalinger, afsendelse],
+    asset_checks=[samlet_lig_overfoersel, administrationskommune_mangler, sf2601_kvitteret],
+)

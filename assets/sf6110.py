@@ -1,0 +1,197 @@
+"""SF6110 intake in Dagster: one asset that runs the intake pass (pipelines.intake), and one
+partition per delivered file so that an operator or auditor finds every file with its outcome.
+
+The rules live in assets/sf6110_rules.py; the process (archive, decide, answer, remove) in
+pipelines/intake.py. This module only shows the outcome."""
+
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from contracts.codes import kommuner
+from pipelines.exchange import ExchangeResource
+from pipelines.intake import QUARANTINED, FileReport, quarantined, run_intake
+from pipelines.register import RegisterResource
+from pipelines.resources import PartnersResource, StateResource
+
+TRAEKANMODNINGER = dg.AssetKey(["sf6110", "traekanmodninger"])
+MODTAGNE_FILER = dg.AssetKey(["sf6110", "modtagne_filer"])
+
+# One partition per delivered file: `<modtaget YYYYMMDDThhmmssZ>_<file name>`, so the partitions
+# list reads in the order the files were received.
+fil_partitions = dg.DynamicPartitionsDefinition(name="sf6110_filer")
+
+modtagne_filer = dg.AssetSpec(
+    key=MODTAGNE_FILER,
+    group_name="sf6110",
+    partitions_def=fil_partitions,
+    description=(
+        "Every SF6110 file delivered to UDK's IN/, one partition per file: sender, kommunekode, "
+        "outcome (MODTAGET / AFVIST with F-code / KARANTAENE) and counts per U-code. Recorded by "
+        "the intake run; the file itself is archived in the state store under its FileTransferUUID."
+    ),
+)
+
+
+def file_partition_key(report: FileReport) -> str:
+    return f"{report.modtaget.astimezone(dt.timezone.utc):%Y%m%dT%H%M%SZ}_{report.filnavn}"
+
+
+def _file_metadata(report: FileReport) -> dict:
+    metadata = {
+        "filnavn": report.filnavn,
+        "afsender": report.afsender,
+        "modtaget": report.modtaget.isoformat(),
+        "status": report.status,
+        "kode": report.kode or "",
+        "kommunekode": report.kommunekode or "",
+        "file_transfer_uuid": report.file_transfer_uuid or "",
+        "kvittering": report.kvittering or "",
+        "antal_modtaget": report.antal_modtaget,
+        "antal_afvist": report.antal_afvist,
+    }
+    metadata.update({f"antal_{kode}": n for kode, n in report.koder.items()})
+    return metadata
+
+
+@dg.asset(
+    key=TRAEKANMODNINGER,
+    group_name="sf6110",
+    deps=[MODTAGNE_FILER],
+    description=(
+        "The request ledger: every SF6110 instruction registered (MODTAGET), with its file's "
+        "received time. Materializing runs one intake pass over IN/: technical receipts are "
+        "recorded, every complete delivery is archived, judged (F01–F05, U01–U08), registered "
+        "and answered with a kvittering, exactly once (sf6110.md)."
+    ),
+    kinds={"parquet", "sftp"},
+)
+def traekanmodninger(
+    context: dg.AssetExecutionContext,
+    exchange: ExchangeResource,
+    register: RegisterResource,
+    state: StateResource,
+    partners: PartnersResource,
+) -> dg.MaterializeResult:
+    store = state.store()
+    with exchange.open() as client:
+        report = run_intake(
+            client,
+            store,
+            partners.partners(),
+            register.newest_pensionssager,
+            keep=state.keep_deliveries,
+        )
+
+    keys = [file_partition_key(f) for f in report.files]
+    if keys:
+        context.instance.add_dynamic_partitions(fil_partitions.name, keys)
+    for key, file_report in zip(keys, report.files):
+        context.log_event(
+            dg.AssetMaterialization(asset_key=MODTAGNE_FILER, partition=key, metadata=_file_metadata(file_report))
+        )
+
+    ledger = store.ledger()
+    counts = report.counts()
+    failed_receipts = [r.name for r in report.receipts if not r.succeeded]
+    return dg.MaterializeResult(
+        metadata={
+            "filer": len(report.files),
+            "filer_modtaget": counts["filer_modtaget"],
+            "filer_afvist": counts["filer_afvist"],
+            "filer_karantaene": counts[f"filer_{QUARANTINED.lower()}"],
+            "anmodninger_modtaget": counts["anmodninger_modtaget"],
+            "anmodninger_afvist": counts["anmodninger_afvist"],
+            **{f"antal_{kode}": n for kode, n in sorted(counts.items()) if kode[:1] in "FU" and kode[1:].isdigit()},
+            "tekniske_kvitteringer": len(report.receipts),
+            "tekniske_kvitteringer_fejl": len(failed_receipts),
+            "ledger_anmodninger": ledger.height,
+            "filer_denne_koersel": dg.MetadataValue.md(_files_table(report.files)),
+        }
+    )
+
+
+def _files_table(files: list[FileReport]) -> str:
+    if not files:
+        return "Ingen filer ventede."
+    lines = ["| fil | afsender | status | kode | modtaget | afvist |", "|---|---|---|---|---|---|"]
+    for f in files:
+        lines.append(
+            f"| {f.filnavn} | {f.afsender} | {f.status} | {f.kode or ''} | {f.antal_modtaget} | {f.antal_afvist} |"
+        )
+    return "\n".join(lines)
+
+
+@dg.asset_check(asset=TRAEKANMODNINGER, name="ingen_filer_i_karantaene")
+def ingen_filer_i_karantaene(state: StateResource) -> dg.AssetCheckResult:
+    """exchange.md: a quarantined delivery is kept in the archive and the operator must see it.
+    Fails (WARN) while `archive/quarantine/` holds deliveries; an operator who has dealt with one
+    moves its folder to `archive/quarantine-handled/` (docs/operations.md)."""
+    entries = quarantined(state.store())
+    return dg.AssetCheckResult(
+        passed=not entries,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "antal_i_karantaene": len(entries),
+            "filer": dg.MetadataValue.md(
+                "\n".join(f"- {e['modtaget']} {e['filnavn']}: {e['reason']}" for e in entries[:20]) or "ingen"
+            ),
+        },
+    )
+
+
+@dg.asset_check(asset=TRAEKANMODNINGER, name="afvisningsrate_pr_kommune")
+def afvisningsrate_pr_kommune(state: StateResource) -> dg.AssetCheckResult:
+    """Rejected share of instructions per municipality over all decided files (a dashboard
+    figure). Warns when a municipality has more than half of its instructions rejected."""
+    decisions = [d for d in state.store().decisions() if d["status"] == "MODTAGET"]
+    if not decisions:
+        return dg.AssetCheckResult(passed=True, metadata={"kommuner": 0})
+    per_file = pl.DataFrame(
+        {
+            "kommunekode": [d["kommunekode"] for d in decisions],
+            "modtaget": [d["antal_modtaget"] for d in decisions],
+            "afvist": [d["antal_afvist"] for d in decisions],
+        },
+        schema={"kommunekode": pl.String, "modtaget": pl.Int64, "afvist": pl.Int64},
+    )
+    rates = (
+        per_file.group_by("kommunekode")
+        .agg(pl.col("modtaget").sum(), pl.col("afvist").sum())
+        .with_columns(rate=pl.col("afvist") / (pl.col("modtaget") + pl.col("afvist")).clip(lower_bound=1))
+        .join(kommuner(), on="kommunekode", how="left")
+        .sort("rate", descending=True)
+    )
+    high = rates.filter(pl.col("rate") > 0.5)
+    table = "\n".join(
+        ["| kommune | modtaget | afvist | andel afvist |", "|---|---|---|---|"]
+        + [
+            f"| {r['kommunekode']} {r['navn'] or ''} | {r['modtaget']} | {r['afvist']} | {r['rate']:.1%} |"
+            for r in rates.head(30).iter_rows(named=True)
+        ]
+    )
+    return dg.AssetCheckResult(
+        passed=high.is_empty(),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "kommuner": rates.height,
+            "kommuner_over_halvdelen_afvist": high.height,
+            "samlet_andel_afvist": float(rates["afvist"].sum() / max(1, rates["afvist"].sum() + rates["modtaget"].sum())),
+            "pr_kommune": dg.MetadataValue.md(table),
+        },
+    )
+
+
+intake_job = dg.define_asset_job(
+    "sf6110_intake",
+    selection=dg.AssetSelection.assets(TRAEKANMODNINGER),
+    description="One intake pass over IN/ (what the sensor and `pensionstraek intake` launch).",
+)
+
+sf6110_defs = dg.Definitions(
+    assets=[modtagne_filer, traekanmodninger],
+    asset_checks=[ingen_filer_i_karantaene, afvisningsrate_pr_kommune],
+    jobs=[intake_job],
+)

@@ -1,0 +1,245 @@
+"""SF6110 intake rules (sf6110.md "Intake"): one delivered file in, one decision out. Pure: bytes and
+frames in, frames out; no Dagster, no I/O. The orchestration (archive, state store, kvittering,
+exactly once) is pipelines/intake.py.
+
+- File level, in table order, the first that fails decides: F01–F03 (`contracts.sf6110` decodes),
+  F04 (sender and Kommunekode), F05 (the same bytes accepted before from the same sender).
+- Instruction level, in file order, the first rule that fails decides: U01 (values, the
+  expressions of `contracts.sf6110.u01_offences`), U02 (id repeated in the file), U03–U05 (the
+  pension case), U06 (closed period), U07–U08 (the ledger of earlier files). All vectorized.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from contracts.codes import kommunekoder
+from contracts.ledger import LEDGER_SCHEMA, empty_ledger
+from contracts.money import parse_kroner_expr
+from contracts.sf6110 import (
+    AFVIST,
+    MODTAGET,
+    UKENDT_KOMMUNEKODE,
+    FileRejected,
+    decode_request_file,
+    u01_element_expr,
+)
+from pipelines.calendar import first_open_period as calendar_first_open_period
+from pipelines.config import Partners
+
+TZ = ZoneInfo("Europe/Copenhagen")
+
+OUTCOME_SCHEMA = pl.Schema(
+    {
+        "position": pl.Int32,
+        "anmodning_id": pl.String,  # exactly as received (the kvittering echoes it)
+        "status": pl.String,  # MODTAGET | AFVIST
+        "kode": pl.String,  # U01..U08, null when MODTAGET
+        "element": pl.String,  # the offending element for U01, else null
+    }
+)
+
+# The columns of a pension case that U03–U05 look at (register.md `pensionssager`).
+CASE_COLUMNS = ("cpr", "sagsstatus", "bopaelskommune", "administrationskommune", "doedsdato")
+
+
+@dataclass(frozen=True)
+class FileDecision:
+    status: str  # MODTAGET | AFVIST
+    kode: str | None  # F01..F05 when AFVIST
+    kommunekode: str  # for the kvittering: the file's code if in kommuner.csv, else "0000"
+    outcomes: pl.DataFrame  # OUTCOME_SCHEMA, one row per instruction in file order (none if AFVIST)
+    registered: pl.DataFrame  # LEDGER_SCHEMA rows of the accepted instructions
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def received_second(received: dt.datetime) -> dt.datetime:
+    """sf6110.md "Received time": the instant in UTC, truncated to the second."""
+    if received.tzinfo is None or received.utcoffset() is None:
+        raise ValueError(f"the received time must be an aware instant, got the naive {received.isoformat()}")
+    return received.astimezone(dt.timezone.utc).replace(microsecond=0)
+
+
+def judge_file(
+    data: bytes,
+    *,
+    sender: str,
+    filnavn: str,
+    file_transfer_uuid: str,
+    received: dt.datetime,
+    partners: Partners,
+    accepted_before: frozenset[tuple[str, str]],
+    pensionssager: pl.DataFrame,
+    ledger: pl.DataFrame,
+    first_open_period: Callable[[dt.datetime], str] = calendar_first_open_period,
+) -> FileDecision:
+    """The decision for one delivered SF6110 file. `accepted_before` holds (sender, sha256 hex) of
+    the files accepted at file level earlier; `ledger` the instructions registered earlier
+    (contracts/ledger.py); `pensionssager` the newest snapshot (one row per cpr)."""
+    received = received_second(received)
+    decoded = decode_request_file(data)
+    if isinstance(decoded, FileRejected):
+        return _file_rejected(decoded.kode, decoded.kommunekode)
+
+    kommunekode = decoded.kommunekode
+    # F04: a code outside kommuner.csv (e.g. `101`, ` 0101 `), or one the account may not speak for.
+    if kommunekode not in kommunekoder() or not partners.may_send_sf6110(sender, kommunekode):
+        return _file_rejected("F04", kommunekode)
+    # F05: only an earlier file ACCEPTED at file level counts; a copy of a rejected one is judged afresh.
+    if (sender, sha256_hex(data)) in accepted_before:
+        return _file_rejected("F05", kommunekode)
+
+    outcomes = judge_instructions(
+        decoded.instructions,
+        kommunekode=kommunekode,
+        received=received,
+        pensionssager=pensionssager,
+        ledger=ledger,
+        first_open_period=first_open_period,
+    )
+    registered = registrations(
+        decoded.instructions,
+        outcomes,
+        kommunekode=kommunekode,
+        received=received,
+        filnavn=filnavn,
+        file_transfer_uuid=file_transfer_uuid,
+    )
+    return FileDecision(MODTAGET, None, kommunekode, outcomes, registered)
+
+
+def _file_rejected(kode: str, kommunekode: str | None) -> FileDecision:
+    known = kommunekode if kommunekode in kommunekoder() else UKENDT_KOMMUNEKODE
+    return FileDecision(AFVIST, kode, known, pl.DataFrame(schema=OUTCOME_SCHEMA), empty_ledger())
+
+
+def judge_instructions(
+    instructions: pl.DataFrame,
+    *,
+    kommunekode: str,
+    received: dt.datetime,
+    pensionssager: pl.DataFrame,
+    ledger: pl.DataFrame,
+    first_open_period: Callable[[dt.datetime], str] = calendar_first_open_period,
+) -> pl.DataFrame:
+    """sf6110.md "Intake: instruction-level outcome" for the instructions of an accepted file
+    (contracts.sf6110.INSTRUCTION_SCHEMA): one OUTCOME_SCHEMA row per instruction, in file order."""
+    received = received_second(received)
+    judged_on = received.astimezone(TZ).date()  # README: a CPR is judged on the received date
+    open_from = first_open_period(received)
+
+    handling = pl.col("handling")
+    med_beloeb = handling.is_in(["OPRET", "AENDR"]).fill_null(False)  # U03–U05 apply to these only
+    fra_dag = (pl.col("fra_periode") + "-01").str.to_date("%Y-%m-%d", strict=False)
+    registered_before = pl.col("registered_before").fill_null(False)
+
+    rules = {
+        "U02": ~pl.col("anmodning_id").is_first_distinct(),
+        # A case is one row per cpr with a non-null sagsstatus: null after the join = no case.
+        "U03": med_beloeb & (pl.col("sagsstatus").is_null() | (pl.col("sagsstatus") == "OPHOERT")),
+        "U04": med_beloeb
+        & ~(
+            (pl.col("bopaelskommune") == kommunekode).fill_null(False)
+            | (pl.col("administrationskommune") == kommunekode).fill_null(False)
+        ),
+        "U05": med_beloeb & (pl.col("doedsdato") < fra_dag),
+        "U06": pl.col("fra_periode") < open_from,  # `YYYY-MM` sorts as text in calendar order
+        "U07": (handling == "OPRET") & registered_before,
+        # Registered "earlier in the same file" needs no look here: any later instruction with the
+        # same AnmodningId in this file is U02 before U07/U08 are reached, so only the ledger of
+        # earlier files matters.
+        "U08": handling.is_in(["AENDR", "OPHOER"])
+        & (
+            ~registered_before
+            | (pl.col("registered_cprs").list.len() != 1)
+            | (pl.col("registered_cprs").list.first() != pl.col("cpr"))
+            | pl.col("ophoert").fill_null(False)
+        ),
+    }
+    kode = pl.coalesce(
+        pl.when(pl.col("element").is_not_null()).then(pl.lit("U01")),
+        *(pl.when(rule.fill_null(False)).then(pl.lit(code)) for code, rule in rules.items()),
+    )
+    return (
+        instructions.lazy()
+        .with_columns(u01_element_expr(judged_on))
+        .join(_cases_of(pensionssager, instructions).lazy(), on="cpr", how="left", maintain_order="left")
+        .join(_ledger_history(ledger, kommunekode).lazy(), on="anmodning_id", how="left", maintain_order="left")
+        .with_columns(kode=kode)
+        .select(
+            "position",
+            "anmodning_id",
+            status=pl.when(pl.col("kode").is_null()).then(pl.lit(MODTAGET)).otherwise(pl.lit(AFVIST)),
+            kode="kode",
+            element=pl.when(pl.col("kode") == "U01").then(pl.col("element")),
+        )
+        .collect()
+        .cast(OUTCOME_SCHEMA)
+    )
+
+
+def _cases_of(pensionssager: pl.DataFrame, instructions: pl.DataFrame) -> pl.DataFrame:
+    """The pension cases of the file's CPRs (a national snapshot has 1.5 million rows)."""
+    missing = [c for c in CASE_COLUMNS if c not in pensionssager.columns]
+    if missing:
+        raise ValueError(f"pensionssager lacks the column(s) {missing} (register.md)")
+    cases = pensionssager.lazy().select(CASE_COLUMNS).filter(pl.col("cpr").is_in(instructions["cpr"].implode()))
+    cases = cases.collect()
+    if cases["cpr"].is_duplicated().any():
+        raise ValueError("pensionssager has more than one row for a CPR: the register contract requires one per CPR")
+    return cases
+
+
+def _ledger_history(ledger: pl.DataFrame, kommunekode: str) -> pl.DataFrame:
+    """Per AnmodningId this municipality had registered before: the CPRs and whether it stopped."""
+    return (
+        ledger.lazy()
+        .filter(pl.col("kommunekode") == kommunekode)
+        .group_by("anmodning_id")
+        .agg(
+            registered_before=pl.lit(True),
+            registered_cprs=pl.col("cpr").unique(),
+            ophoert=(pl.col("handling") == "OPHOER").any(),
+        )
+        .collect()
+    )
+
+
+def registrations(
+    instructions: pl.DataFrame,
+    outcomes: pl.DataFrame,
+    *,
+    kommunekode: str,
+    received: dt.datetime,
+    filnavn: str,
+    file_transfer_uuid: str,
+) -> pl.DataFrame:
+    """LEDGER_SCHEMA rows of the instructions whose outcome is MODTAGET, in file order."""
+    accepted = outcomes.filter(pl.col("status") == MODTAGET).select("position")
+    return (
+        instructions.join(accepted, on="position", how="semi", maintain_order="left")
+        .select(
+            kommunekode=pl.lit(kommunekode),
+            anmodning_id="anmodning_id",
+            cpr="cpr",
+            handling="handling",
+            traekart="traekart",
+            fra_periode="fra_periode",
+            til_periode="til_periode",
+            beloeb_oere=parse_kroner_expr("samlet_beloeb"),  # null for OPHOER (it has none)
+            modtaget=pl.lit(received_second(received), dtype=LEDGER_SCHEMA["modtaget"]),
+            filnavn=pl.lit(filnavn),
+            file_transfer_uuid=pl.lit(file_transfer_uuid),
+            position="position",
+        )
+        .cast(LEDGER_SCHEMA)
+    )

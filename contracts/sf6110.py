@@ -1,0 +1,568 @@
+"""SF6110 Træk i pension – trækanmodning (sf6110.md): the codec of the request file and its
+kvittering (bytes <-> polars), and the value rules of an instruction (U01) as polars expressions.
+
+Decoding judges only what makes a file unreadable as a whole, in table order:
+
+- F01: not UTF-8 XML (empty, invalid UTF-8, another declared encoding, not well-formed, DOCTYPE);
+- F02: not the shape of `sf6110.xsd`;
+- F03: AntalAnmodninger is not `[0-9]+` or differs from the count of TraekAnmodning.
+
+Everything else (F04, F05, U01–U08) is judged in `assets/sf6110_rules.py`. The U01 value rules
+live here, beside the format they describe, as expressions: the judge and the pandera model
+(`instruction_schema`) are built from the same ones.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import polars as pl
+from lxml import etree
+
+from contracts.codes import afvisningskoder, afvisningstekst, traekarter
+from contracts.cpr import valid_cpr_expr
+from contracts.money import parse_kroner_expr
+from contracts.xmlsafe import XmlRefused, escape_text, escape_text_expr, parse_xml
+
+NS = "urn:oio:udk:pension:sf6110:1"
+KVITTERING_NS = "urn:oio:udk:pension:sf6110:kvittering:1"
+HERE = Path(__file__).parent
+
+MODTAGET = "MODTAGET"
+AFVIST = "AFVIST"
+UKENDT_KOMMUNEKODE = "0000"  # sf6110.md "The kvittering": when the file's code is not in kommuner.csv
+
+# Element name in the file -> column of the instruction frame, in the order of sf6110.md's table
+# (which is also the U01 order).
+LEAF_COLUMNS = {
+    "AnmodningId": "anmodning_id",
+    "CPR": "cpr",
+    "Handling": "handling",
+    "Traekart": "traekart",
+    "FraPeriode": "fra_periode",
+    "TilPeriode": "til_periode",
+    "SamletBeloeb": "samlet_beloeb",
+    "Reference": "reference",
+}
+U01_ELEMENTS = (
+    "AnmodningId",
+    "CPR",
+    "Handling",
+    "Traekart",
+    "FraPeriode",
+    "TilPeriode",
+    "SamletBeloeb",
+    "Specifikation",
+    "Reference",
+)
+
+POST = pl.Struct({"tekst": pl.String, "beloeb": pl.String})
+INSTRUCTION_SCHEMA = pl.Schema(
+    {
+        "position": pl.Int32,  # 0-based place in the file
+        # Values exactly as written; null = element absent, "" = present but empty.
+        "anmodning_id": pl.String,
+        "cpr": pl.String,
+        "handling": pl.String,
+        "traekart": pl.String,
+        "fra_periode": pl.String,
+        "til_periode": pl.String,
+        "samlet_beloeb": pl.String,
+        "specifikation_present": pl.Boolean,
+        "poster": pl.List(POST),  # null when Specifikation is absent, [] when it holds no Post
+        "reference": pl.String,
+    }
+)
+
+
+@dataclass(frozen=True)
+class FileRejected:
+    """The file as a whole is rejected (F01–F03). `reason` is short and never holds file content
+    (so never a CPR). `kommunekode` is the file's Kommunekode element when it could be read at all
+    (the kvittering then names it if it is one of kommuner.csv)."""
+
+    kode: str
+    reason: str
+    kommunekode: str | None = None
+
+
+@dataclass(frozen=True)
+class RequestFile:
+    kommunekode: str
+    dannet_tidspunkt: str
+    antal_anmodninger: int
+    instructions: pl.DataFrame  # INSTRUCTION_SCHEMA, in file order
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+_BOM = b"\xef\xbb\xbf"
+_UTF8_CHUNK = 1 << 20
+# The pseudo-attribute `encoding` inside a leading XML declaration.
+_DECLARATION = re.compile(rb"<\?xml(?P<body>[^?>]*)\?>")
+_ENCODING = re.compile(rb"""\bencoding\s*=\s*(["'])(?P<name>[^"']*)\1""")
+_WHOLE_NUMBER = re.compile(r"[0-9]+")  # F03: exactly this, ASCII digits only
+_LINE = re.compile(r"line (\d+)")
+_XSI = "{http://www.w3.org/2001/XMLSchema-instance}"
+_WITH_XSI_ATTRIBUTE = etree.XPath("//*[@*[namespace-uri() = 'http://www.w3.org/2001/XMLSchema-instance']]")
+
+
+@cache
+def request_schema() -> etree.XMLSchema:
+    """`sf6110.xsd`, loaded once."""
+    return etree.XMLSchema(etree.parse(str(HERE / "sf6110.xsd")))
+
+
+@cache
+def kvittering_schema() -> etree.XMLSchema:
+    """`sf6110_kvittering.xsd`, loaded once."""
+    return etree.XMLSchema(etree.parse(str(HERE / "sf6110_kvittering.xsd")))
+
+
+def _encoding_problem(data: bytes) -> str | None:
+    """F01 before parsing: the bytes must be UTF-8 text, and a declaration may name only UTF-8."""
+    if not data.strip():
+        return "the file is empty"
+    # Checked in chunks: a 100 MB file must not become a 400 MB str just to be judged.
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(data)
+    for start in range(0, len(data), _UTF8_CHUNK):
+        try:
+            decoder.decode(view[start : start + _UTF8_CHUNK], final=start + _UTF8_CHUNK >= len(data))
+        except UnicodeDecodeError as exc:
+            return f"not valid UTF-8 (byte {start + exc.start})"
+    start = len(_BOM) if data.startswith(_BOM) else 0
+    if data.startswith(b"<?xml", start):
+        declaration = _DECLARATION.match(data, start)
+        encoding = _ENCODING.search(declaration.group("body")) if declaration else None
+        if encoding and encoding.group("name").lower() != b"utf-8":
+            return "the XML declaration names an encoding other than UTF-8"
+    return None
+
+
+def _refusal_reason(exc: XmlRefused) -> str:
+    # libxml2's message quotes names from the file: keep only the kind of problem and the line.
+    if "DOCTYPE" in str(exc):
+        return "a DOCTYPE is not allowed"
+    line = _LINE.search(str(exc))
+    return "not well-formed XML" + (f" (line {line.group(1)})" if line else "")
+
+
+def _qualified(name: str) -> str:
+    return f"{{{NS}}}{name}"
+
+
+def _kommunekode_if_readable(root: etree._Element) -> str | None:
+    """The Kommunekode of a file that breaks the schema, when its first element is one."""
+    if root.tag != _qualified("TraekAnmodningSamling") or len(root) == 0:
+        return None
+    first = root[0]
+    if first.tag != _qualified("Kommunekode") or len(first):
+        return None
+    return first.text or ""
+
+
+def decode_request_file(data: bytes) -> RequestFile | FileRejected:
+    """The request file as an instruction frame, or the file-level rejection F01–F03."""
+    problem = _encoding_problem(data)
+    if problem is not None:
+        return FileRejected("F01", problem)
+    try:
+        root = parse_xml(data)
+    except XmlRefused as exc:
+        return FileRejected("F01", _refusal_reason(exc))
+
+    # Comments and processing instructions are not content: drop them (their tails stay), so that
+    # `<CPR>01<!-- -->01</CPR>` reads `0101` and every leaf is a single text node.
+    etree.strip_elements(root, etree.Comment, etree.ProcessingInstruction, with_tail=False)
+    # F02 allows any xsi:* attribute ("other than xsi:*"): they say nothing about SF6110 content,
+    # so they are dropped before validation (xsi:nil or xsi:type cannot change how a value reads).
+    for element in _WITH_XSI_ATTRIBUTE(root):
+        for name in [name for name in element.attrib if name.startswith(_XSI)]:
+            del element.attrib[name]
+
+    schema = request_schema()
+    if not schema.validate(root):
+        error = schema.error_log.last_error
+        where = f" (line {error.line})" if error is not None and error.line else ""
+        return FileRejected("F02", f"the file does not follow sf6110.xsd{where}", _kommunekode_if_readable(root))
+
+    kommunekode, dannet, antal_text = (root[i].text or "" for i in range(3))
+    traek_anmodninger = root[3:]
+    antal = int(antal_text) if _WHOLE_NUMBER.fullmatch(antal_text) and len(antal_text.lstrip("0")) <= 18 else None
+    if antal is None:
+        return FileRejected("F03", "AntalAnmodninger is not a whole number", kommunekode)
+    if antal != len(traek_anmodninger):
+        return FileRejected(
+            "F03", f"AntalAnmodninger differs from the {len(traek_anmodninger)} TraekAnmodning in the file", kommunekode
+        )
+    return RequestFile(kommunekode, dannet, antal, _instruction_frame(traek_anmodninger))
+
+
+def _instruction_frame(traek_anmodninger: list[etree._Element]) -> pl.DataFrame:
+    """Columns built as lists in one pass over the (already validated) tree, one frame at the end."""
+    n = len(traek_anmodninger)
+    columns: dict[str, list[str | None]] = {name: [None] * n for name in LEAF_COLUMNS}
+    specifikation_present = [False] * n
+    post_position: list[int] = []
+    post_tekst: list[str] = []
+    post_beloeb: list[str] = []
+    specifikation = _qualified("Specifikation")
+    by_tag = {_qualified(name): values for name, values in columns.items()}
+    for position, traek_anmodning in enumerate(traek_anmodninger):
+        for element in traek_anmodning:
+            tag = element.tag
+            if tag == specifikation:
+                specifikation_present[position] = True
+                for post in element:  # the schema fixes Post = (Tekst, Beloeb)
+                    post_position.append(position)
+                    post_tekst.append(post[0].text or "")
+                    post_beloeb.append(post[1].text or "")
+            else:
+                by_tag[tag][position] = element.text or ""
+
+    frame = pl.DataFrame(
+        {
+            "position": pl.Series(range(n), dtype=pl.Int32),
+            **{LEAF_COLUMNS[name]: pl.Series(values, dtype=pl.String) for name, values in columns.items()},
+            "specifikation_present": pl.Series(specifikation_present, dtype=pl.Boolean),
+        }
+    )
+    poster = (
+        pl.DataFrame(
+            {
+                "position": pl.Series(post_position, dtype=pl.Int32),
+                "tekst": pl.Series(post_tekst, dtype=pl.String),
+                "beloeb": pl.Series(post_beloeb, dtype=pl.String),
+            }
+        )
+        .group_by("position", maintain_order=True)
+        .agg(poster=pl.struct("tekst", "beloeb"))
+    )
+    return (
+        frame.join(poster, on="position", how="left", maintain_order="left")
+        .with_columns(
+            # An empty <Specifikation/> holds no Post: an empty list, not null (null = absent).
+            poster=pl.when(pl.col("specifikation_present"))
+            .then(pl.col("poster").fill_null(pl.lit([], dtype=pl.List(POST))))
+            .otherwise(None)
+        )
+        .select(INSTRUCTION_SCHEMA.names())
+        .cast(INSTRUCTION_SCHEMA)
+    )
+
+
+# --- encoding a request file (demo, tests, generator) ---------------------------------------
+
+
+def _text(value: pl.Expr) -> pl.Expr:
+    # A carriage return would be read back as a line feed (XML end-of-line handling): write it as
+    # a character reference so that a value comes back exactly as it was.
+    return escape_text_expr(value).str.replace_all("\r", "&#13;", literal=True)
+
+
+def _element(name: str, value: pl.Expr, indent: str) -> pl.Expr:
+    """`<name>value</name>` on its own line, or "" when the value is null (element absent)."""
+    return pl.concat_str(pl.lit(f"{indent}<{name}>"), _text(value), pl.lit(f"</{name}>\n")).fill_null("")
+
+
+def encode_request_file(
+    kommunekode: str,
+    dannet_tidspunkt: str,
+    instructions: pl.DataFrame,
+    antal: int | str | None = None,
+) -> bytes:
+    """An SF6110 file holding exactly what it is given: a null value leaves its element out, a
+    string is written as it is (escaped), whatever it is. Missing columns count as null;
+    `specifikation_present` defaults to "poster is not null". `antal` defaults to the row count."""
+    frame = instructions.with_columns(
+        pl.lit(None, dtype=dtype).alias(name)
+        for name, dtype in INSTRUCTION_SCHEMA.items()
+        if name not in instructions.columns
+    )
+    if "specifikation_present" not in instructions.columns:
+        frame = frame.with_columns(specifikation_present=pl.col("poster").is_not_null())
+    post = pl.element()
+    posts = pl.col("poster").list.eval(
+        pl.concat_str(
+            pl.lit("      <Post>\n"),
+            _element("Tekst", post.struct.field("tekst"), "        "),
+            _element("Beloeb", post.struct.field("beloeb"), "        "),
+            pl.lit("      </Post>\n"),
+        )
+    ).list.join("")
+    specifikation = (
+        pl.when(pl.col("specifikation_present").fill_null(False))
+        .then(pl.concat_str(pl.lit("    <Specifikation>\n"), posts.fill_null(""), pl.lit("    </Specifikation>\n")))
+        .otherwise(pl.lit(""))
+    )
+    children = [
+        specifikation if name == "Specifikation" else _element(name, pl.col(LEAF_COLUMNS[name]), "    ")
+        for name in U01_ELEMENTS  # the order of the schema
+    ]
+    blocks = frame.select(
+        pl.concat_str(pl.lit("  <TraekAnmodning>\n"), *children, pl.lit("  </TraekAnmodning>\n")).alias("block")
+    )["block"]
+    header = pl.DataFrame(
+        {"kommunekode": [kommunekode], "dannet": [dannet_tidspunkt], "antal": [str(instructions.height if antal is None else antal)]},
+        schema={"kommunekode": pl.String, "dannet": pl.String, "antal": pl.String},
+    ).select(
+        pl.concat_str(
+            pl.lit(f'<?xml version="1.0" encoding="UTF-8"?>\n<TraekAnmodningSamling xmlns="{NS}">\n'),
+            _element("Kommunekode", pl.col("kommunekode"), "  "),
+            _element("DannetTidspunkt", pl.col("dannet"), "  "),
+            _element("AntalAnmodninger", pl.col("antal"), "  "),
+        )
+    ).item()
+    return (header + blocks.str.join("").item() + "</TraekAnmodningSamling>\n").encode("utf-8")
+
+
+# --- the kvittering -------------------------------------------------------------------------
+
+
+def kvittering_filnavn(kommunekode: str, file_transfer_uuid: str) -> str:
+    """sf6110.md: `SF6110K_<kommunekode>_<FileTransferUUID>.xml`."""
+    return f"SF6110K_{kommunekode}_{file_transfer_uuid}.xml"
+
+
+def afvisning_text_expr() -> pl.Expr:
+    """The rejection text of an instruction outcome (columns kode, element): the code list's text,
+    and for U01 the offending element: `Anmodningen overholder ikke formatet: <element>`."""
+    base = pl.col("kode").replace_strict(afvisningskoder(), default=None, return_dtype=pl.String)
+    return pl.when(pl.col("kode") == "U01").then(pl.concat_str(base, pl.lit(": "), pl.col("element"))).otherwise(base)
+
+
+def _utc_second(instant: dt.datetime) -> str:
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"the received time must be an aware instant, got the naive {instant.isoformat()}")
+    return instant.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def encode_kvittering(
+    *,
+    kommunekode: str,
+    modtaget_filnavn: str,
+    file_transfer_uuid: str,
+    modtaget: dt.datetime,
+    status: str,
+    kode: str | None,
+    outcomes: pl.DataFrame,
+) -> bytes:
+    """sf6110.md "The kvittering". `outcomes` holds one row per instruction in file order with
+    anmodning_id, status, kode and element (the judge's outcomes); it is ignored for an AFVIST file.
+    No CPR is ever written: only ids, statuses, codes and texts."""
+    if status not in (MODTAGET, AFVIST):
+        raise ValueError(f"kvittering status must be MODTAGET or AFVIST, got {status!r}")
+    if (status == AFVIST) != (kode is not None):
+        raise ValueError("an AFVIST kvittering needs its F-code, a MODTAGET one has none")
+    head = (
+        f'<?xml version="1.0" encoding="UTF-8"?>\n<TraekAnmodningKvittering xmlns="{KVITTERING_NS}">\n'
+        f"  <Kommunekode>{_escape(kommunekode)}</Kommunekode>\n"
+        f"  <ModtagetFilnavn>{_escape(modtaget_filnavn)}</ModtagetFilnavn>\n"
+        f"  <FileTransferUUID>{_escape(file_transfer_uuid)}</FileTransferUUID>\n"
+        f"  <ModtagetTidspunkt>{_utc_second(modtaget)}</ModtagetTidspunkt>\n"
+        f"  <Status>{status}</Status>\n"
+    )
+    if status == AFVIST:
+        # A rejected file: its Afvisning right after Status, zero counts, no Anmodning.
+        body = (
+            f"  <Afvisning><Kode>{kode}</Kode><Tekst>{_escape(afvisningstekst(kode))}</Tekst></Afvisning>\n"
+            "  <AntalModtaget>0</AntalModtaget>\n  <AntalAfvist>0</AntalAfvist>\n"
+        )
+        return (head + body + "</TraekAnmodningKvittering>\n").encode("utf-8")
+
+    ordered = outcomes.sort("position") if "position" in outcomes.columns else outcomes
+    antal_afvist = ordered.filter(pl.col("status") == AFVIST).height
+    anmodninger = ordered.select(
+        pl.concat_str(
+            pl.lit("  <Anmodning>\n    <AnmodningId>"),
+            _text(pl.col("anmodning_id").fill_null("")),
+            pl.lit("</AnmodningId>\n    <Status>"),
+            pl.col("status"),
+            pl.lit("</Status>\n"),
+            pl.when(pl.col("status") == AFVIST)
+            .then(
+                pl.concat_str(
+                    pl.lit("    <Afvisning><Kode>"),
+                    pl.col("kode"),
+                    pl.lit("</Kode><Tekst>"),
+                    _text(afvisning_text_expr()),
+                    pl.lit("</Tekst></Afvisning>\n"),
+                )
+            )
+            .otherwise(pl.lit("")),
+            pl.lit("  </Anmodning>\n"),
+        ).alias("anmodning")
+    )["anmodning"]
+    counts = (
+        f"  <AntalModtaget>{ordered.height - antal_afvist}</AntalModtaget>\n"
+        f"  <AntalAfvist>{antal_afvist}</AntalAfvist>\n"
+    )
+    return (head + counts + anmodninger.str.join("").item() + "</TraekAnmodningKvittering>\n").encode("utf-8")
+
+
+def _escape(value: str) -> str:
+    return escape_text(value).replace("\r", "&#13;")  # as `_text`
+
+
+KVITTERING_ANMODNING_SCHEMA = pl.Schema(
+    {"anmodning_id": pl.String, "status": pl.String, "kode": pl.String, "tekst": pl.String}
+)
+
+
+def decode_kvittering(data: bytes) -> tuple[dict, pl.DataFrame]:
+    """A kvittering (validated against `sf6110_kvittering.xsd`) as its header and one row per
+    Anmodning. For tests and the demo's printout; raises ValueError when it is not a kvittering."""
+    try:
+        root = parse_xml(data)
+    except XmlRefused as exc:
+        raise ValueError(f"not a kvittering: {exc}") from None
+    schema = kvittering_schema()
+    if not schema.validate(root):
+        raise ValueError(f"not a valid kvittering: {schema.error_log.last_error}")
+
+    def local(element: etree._Element) -> str:
+        return etree.QName(element).localname
+
+    header: dict = {"kode": None, "tekst": None}
+    rows = []
+    for element in root.iterchildren(etree.Element):
+        name = local(element)
+        if name == "Afvisning":
+            header["kode"], header["tekst"] = element[0].text, element[1].text
+        elif name == "Anmodning":
+            fields = {local(child): child for child in element.iterchildren(etree.Element)}
+            afvisning = fields.get("Afvisning")
+            rows.append(
+                {
+                    "anmodning_id": fields["AnmodningId"].text or "",
+                    "status": fields["Status"].text,
+                    "kode": afvisning[0].text if afvisning is not None else None,
+                    "tekst": afvisning[1].text if afvisning is not None else None,
+                }
+            )
+        else:
+            header[_snake(name)] = element.text or ""
+    header["antal_modtaget"] = int(header["antal_modtaget"])
+    header["antal_afvist"] = int(header["antal_afvist"])
+    return header, pl.DataFrame(rows, schema=KVITTERING_ANMODNING_SCHEMA)
+
+
+def _snake(name: str) -> str:
+    return {
+        "Kommunekode": "kommunekode",
+        "ModtagetFilnavn": "modtaget_filnavn",
+        "FileTransferUUID": "file_transfer_uuid",
+        "ModtagetTidspunkt": "modtaget_tidspunkt",
+        "Status": "status",
+        "AntalModtaget": "antal_modtaget",
+        "AntalAfvist": "antal_afvist",
+    }[name]
+
+
+# --- the value rules of an instruction (U01) ------------------------------------------------
+
+HANDLINGER = ("OPRET", "AENDR", "OPHOER")
+ANMODNING_ID_PATTERN = r"^[A-Za-z0-9_-]{1,36}$"
+PERIODE_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+MAX_SAMLET_BELOEB_OERE = 10_000_000  # 100000.00 kr
+MAX_POSTER = 20
+MAX_TEKST = 60  # Tekst and Reference: 1–60 code points
+
+
+def u01_offences(judged_on: dt.date | pl.Expr) -> dict[str, pl.Expr]:
+    """Element -> a never-null boolean expression, true where that element breaks sf6110.md's
+    rules for the instruction's Handling. `judged_on` is the file's received date in
+    Europe/Copenhagen (a CPR born after it is invalid). An element that is required for this
+    Handling but absent, or present but not allowed, offends at its own place. When Handling
+    itself is wrong, the Handling-dependent elements are not judged (Handling offends first)."""
+    handling = pl.col("handling")
+    med_beloeb = handling.is_in(["OPRET", "AENDR"]).fill_null(False)  # Traekart, beløb: 1
+    ophoer = (handling == "OPHOER").fill_null(False)  # Traekart, TilPeriode, beløb: 0
+
+    def present(column: str) -> pl.Expr:
+        return pl.col(column).is_not_null()
+
+    def matches(column: str, pattern: str) -> pl.Expr:
+        return pl.col(column).str.contains(pattern).fill_null(False)
+
+    def text_length_ok(value: pl.Expr) -> pl.Expr:
+        return value.str.len_chars().is_between(1, MAX_TEKST).fill_null(False)
+
+    traekart_known = pl.col("traekart").is_in(traekarter()["traekart"].implode()).fill_null(False)
+    samlet_oere = parse_kroner_expr("samlet_beloeb")
+    samlet_ok = samlet_oere.is_between(1, MAX_SAMLET_BELOEB_OERE).fill_null(False)
+
+    poster = pl.col("poster")
+    post = pl.element().struct.field
+    post_oere = poster.list.eval(parse_kroner_expr(post("beloeb")))
+    specifikation_ok = (
+        pl.col("specifikation_present").fill_null(False)
+        & poster.list.len().is_between(1, MAX_POSTER).fill_null(False)
+        & poster.list.eval(text_length_ok(post("tekst"))).list.all().fill_null(False)
+        & post_oere.list.eval((pl.element() > 0).fill_null(False)).list.all().fill_null(False)
+        # exactly in øre; all Beloeb are valid here, so the sum has no null in it
+        & (post_oere.list.sum() == samlet_oere).fill_null(False)
+    )
+    specifikation_present = pl.col("specifikation_present").fill_null(False) | present("poster")
+
+    return {
+        "AnmodningId": ~matches("anmodning_id", ANMODNING_ID_PATTERN),
+        "CPR": ~valid_cpr_expr("cpr", judged_on),
+        "Handling": ~handling.is_in(HANDLINGER).fill_null(False),
+        "Traekart": (med_beloeb & ~traekart_known) | (ophoer & present("traekart")),
+        "FraPeriode": ~matches("fra_periode", PERIODE_PATTERN),
+        "TilPeriode": (
+            med_beloeb
+            & present("til_periode")
+            & ~(matches("til_periode", PERIODE_PATTERN) & (pl.col("til_periode") >= pl.col("fra_periode")).fill_null(False))
+        )
+        | (ophoer & present("til_periode")),
+        "SamletBeloeb": (med_beloeb & ~samlet_ok) | (ophoer & present("samlet_beloeb")),
+        "Specifikation": (med_beloeb & ~specifikation_ok) | (ophoer & specifikation_present),
+        "Reference": present("reference") & ~text_length_ok(pl.col("reference")),
+    }
+
+
+def u01_element_expr(judged_on: dt.date | pl.Expr) -> pl.Expr:
+    """The first offending element in sf6110.md's U01 order, null when the values hold."""
+    offences = u01_offences(judged_on)
+    return pl.coalesce(
+        [pl.when(offences[element]).then(pl.lit(element)).otherwise(None) for element in U01_ELEMENTS]
+    ).alias("element")
+
+
+def instruction_schema(judged_on: dt.date):
+    """A pandera (polars) model of decoded instructions: the column types of INSTRUCTION_SCHEMA
+    and one dataframe-level check per U01 element, built from `u01_offences` (the judge's own
+    expressions). For the asset check over a file's instructions; validate a collected frame
+    with `lazy=True`. Its failure cases are whole rows: mask the `cpr` column before showing them."""
+    import pandera.polars as pa
+
+    def column(name: str, dtype: pl.DataType, nullable: bool = True) -> pa.Column:
+        return pa.Column(dtype, nullable=nullable, required=True, name=name)
+
+    checks = [
+        pa.Check(
+            lambda data, offends=offends: data.lazyframe.select(~offends),
+            name=f"U01_{element}",
+            error=f"U01_{element}",  # pandera reports a check by its error text
+        )
+        for element, offends in u01_offences(judged_on).items()
+    ]
+    return pa.DataFrameSchema(
+        {
+            "position": column("position", pl.Int32, nullable=False),
+            **{name: column(name, pl.String) for name in LEAF_COLUMNS.values()},
+            "specifikation_present": column("specifikation_present", pl.Boolean, nullable=False),
+            "poster": pa.Column(None, nullable=True, required=True, name="poster"),
+        },
+        checks=checks,
+        name="sf6110_instructions",
+        strict=True,
+    )

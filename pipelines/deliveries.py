@@ -1,0 +1,116 @@
+"""Versions of a period's file per municipality: the Loebenummer bookkeeping of operations.md.
+
+"Re-running a period with unchanged inputs produces byte-identical files and sends nothing new.
+When the inputs did change, the files whose content differs (ignoring Loebenummer) are sent again
+with the next Loebenummer." The content is compared as the file encoded with Loebenummer 1.
+
+`deliveries/<integration>/<periode>/<kommunekode>.json` lists the versions; a version's file is
+kept at `outgoing/<integration>/<periode>/<name>` from the moment it is made, and is sent through
+pipelines.outbox. A version that was made but never sent (a blocking check stopped the delivery)
+is replaced by the next content under the same Loebenummer, so numbers never have gaps."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from pipelines.exchange import ExchangeClient
+from pipelines.outbox import send
+from pipelines.state import StateStore, sha256_hex, utc_now
+
+
+@dataclass(frozen=True)
+class Version:
+    integration: str
+    periode: str
+    kommunekode: str
+    loebenummer: int
+    name: str
+    changed: bool  # True when this run made a new version (new content)
+
+
+def _versions_path(integration: str, periode: str, kommunekode: str) -> str:
+    return f"deliveries/{integration}/{periode}/{kommunekode}.json"
+
+
+def versions(state: StateStore, integration: str, periode: str, kommunekode: str) -> list[dict]:
+    path = _versions_path(integration, periode, kommunekode)
+    return state.read_json(path)["versions"] if state.exists(path) else []
+
+
+def is_sent(state: StateStore, name: str) -> bool:
+    record = state.sent_record(name)
+    return record is not None and record["status"] != "sending"
+
+
+def make_version(
+    state: StateStore,
+    *,
+    integration: str,
+    periode: str,
+    kommunekode: str,
+    encode: Callable[[int], bytes],
+    filnavn: Callable[[int], str],
+) -> Version:
+    """The file of (integration, periode, kommunekode) for the current content: the last version
+    when its content is unchanged, otherwise a new one with the next Loebenummer."""
+    content = sha256_hex(encode(1))  # the content, compared as if it were the first delivery
+    history = versions(state, integration, periode, kommunekode)
+    if history and history[-1]["content_sha256"] == content:
+        last = history[-1]
+        return Version(integration, periode, kommunekode, last["loebenummer"], last["name"], changed=False)
+    if history and not is_sent(state, history[-1]["name"]):
+        history = history[:-1]  # never went out: its number is free again
+    loebenummer = (history[-1]["loebenummer"] + 1) if history else 1
+    name = filnavn(loebenummer)
+    state.write(f"outgoing/{integration}/{periode}/{name}", encode(loebenummer))
+    history.append(
+        {"loebenummer": loebenummer, "name": name, "content_sha256": content, "made_at": utc_now().isoformat()}
+    )
+    state.write_json(_versions_path(integration, periode, kommunekode), {"versions": history})
+    return Version(integration, periode, kommunekode, loebenummer, name, changed=True)
+
+
+def current_versions(state: StateStore, integration: str, periode: str) -> list[Version]:
+    """The newest version per municipality of a period."""
+    result = []
+    for file_name in state.listdir(f"deliveries/{integration}/{periode}"):
+        kommunekode = file_name.removesuffix(".json")
+        last = versions(state, integration, periode, kommunekode)[-1]
+        result.append(Version(integration, periode, kommunekode, last["loebenummer"], last["name"], changed=False))
+    return result
+
+
+def read_version(state: StateStore, version: Version) -> bytes:
+    return state.read(f"outgoing/{version.integration}/{version.periode}/{version.name}")
+
+
+def send_versions(
+    client: ExchangeClient,
+    state: StateStore,
+    chosen: Sequence[Version],
+    *,
+    sender: str,
+    recipient_for: Callable[[str], str | None],
+) -> list[str]:
+    """Send each version that has not gone out yet; returns the names sent now."""
+    sent_now = []
+    for version in chosen:
+        recipient = recipient_for(version.kommunekode)
+        if recipient is None:
+            raise RuntimeError(
+                f"no partner account receives {version.integration} for kommune {version.kommunekode}: "
+                "check PENSIONSTRAEK_PARTNERS"
+            )
+        result = send(
+            client,
+            state,
+            name=version.name,
+            data=read_version(state, version),
+            sender=sender,
+            recipients=[recipient],
+            kind=version.integration,
+        )
+        if result.newly_sent:
+            sent_now.append(version.name)
+    return sent_now

@@ -1,0 +1,278 @@
+"""SF6110 intake: every complete delivery in UDK's IN/ judged, registered and answered, exactly once.
+
+sf6110.md "Intake" and exchange.md "What the pipeline does with the envelope". Per delivery, in
+order of (received, name):
+
+1. read the metadata and check the envelope; what does not hold is archived in quarantine and
+   removed from IN/, and nothing is answered;
+2. archive data and metadata unchanged (`archive/received/<FileTransferUUID>/`);
+3. judge the file (assets.sf6110_rules) unless a decision for its FileTransferUUID exists, and
+   commit the decision with its registrations (the decision is the commit point);
+4. send the kvittering to the sender (pipelines.outbox: exactly once);
+5. remove the pair from IN/.
+
+Every step can be repeated: a run that dies anywhere is finished by the next run, with one
+decision, one registration per instruction and one kvittering."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from assets.sf6110_rules import judge_file
+from contracts.envelope import EnvelopeError, decode_metadata
+from contracts.sf6110 import encode_kvittering, kvittering_filnavn
+from pipelines.config import Partners
+from pipelines.exchange import Delivery, ExchangeClient
+from pipelines.outbox import ReceiptRecorded, record_receipts, send
+from pipelines.state import StateStore, sha256_hex, utc_now
+
+log = logging.getLogger(__name__)
+
+# FileTransferUUID becomes a folder name in the archive: accept only what a UUID can look like.
+_SAFE_UUID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+QUARANTINED = "KARANTAENE"
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What happened to one delivery; safe to show anywhere (no CPR)."""
+
+    filnavn: str
+    afsender: str
+    modtaget: dt.datetime
+    status: str  # MODTAGET | AFVIST | KARANTAENE
+    kode: str | None = None  # F-code for AFVIST, the reason for KARANTAENE
+    kommunekode: str | None = None
+    file_transfer_uuid: str | None = None
+    antal_modtaget: int = 0
+    antal_afvist: int = 0
+    koder: dict[str, int] = field(default_factory=dict)  # U-codes of rejected instructions
+    kvittering: str | None = None
+    decided_before: bool = False  # the decision came from an earlier (interrupted) run
+
+
+@dataclass(frozen=True)
+class IntakeReport:
+    files: list[FileReport]
+    receipts: list[ReceiptRecorded]
+
+    def counts(self) -> Counter:
+        counts: Counter = Counter()
+        for f in self.files:
+            counts[f"filer_{f.status.lower()}"] += 1
+            counts["anmodninger_modtaget"] += f.antal_modtaget
+            counts["anmodninger_afvist"] += f.antal_afvist
+            if f.kode and f.status == "AFVIST":
+                counts[f.kode] += 1
+            counts.update(f.koder)
+        return counts
+
+
+def run_intake(
+    client: ExchangeClient,
+    state: StateStore,
+    partners: Partners,
+    newest_pensionssager: Callable[[], tuple[str, pl.DataFrame]],
+    *,
+    keep: bool = False,
+) -> IntakeReport:
+    """One intake pass. `newest_pensionssager` is called only when there is something to judge:
+    without a snapshot, intake fails and leaves the deliveries waiting (sf6110.md), but the
+    technical receipts are recorded first."""
+    with state.lock("intake"):
+        receipts = record_receipts(client, state, keep=keep)
+        deliveries = client.list_deliveries()
+        if not deliveries:
+            return IntakeReport(files=[], receipts=receipts)
+        snapshot_periode, pensionssager = newest_pensionssager()
+        judge = _Judge(state, partners, pensionssager, snapshot_periode)
+        reports = [_take_in(client, state, partners, judge, delivery, keep) for delivery in deliveries]
+        return IntakeReport(files=reports, receipts=receipts)
+
+
+class _Judge:
+    """The history a decision depends on, kept up to date across the files of one run."""
+
+    def __init__(self, state: StateStore, partners: Partners, pensionssager: pl.DataFrame, snapshot: str):
+        self.state = state
+        self.partners = partners
+        self.pensionssager = pensionssager
+        self.snapshot = snapshot
+        self.ledger = state.ledger()
+        self.accepted_before = {
+            (d["afsender"], d["sha256"]) for d in state.decisions() if d["status"] == "MODTAGET"
+        }
+
+    def decide(self, data: bytes, sender: str, name: str, uuid: str, received: dt.datetime) -> dict:
+        decision = judge_file(
+            data,
+            sender=sender,
+            filnavn=name,
+            file_transfer_uuid=uuid,
+            received=received,
+            partners=self.partners,
+            accepted_before=frozenset(self.accepted_before),
+            pensionssager=self.pensionssager,
+            ledger=self.ledger,
+        )
+        rejected = decision.outcomes.filter(pl.col("status") == "AFVIST")
+        record = {
+            "file_transfer_uuid": uuid,
+            "filnavn": name,
+            "afsender": sender,
+            "modtaget": received.isoformat(),
+            "sha256": sha256_hex(data),
+            "size": len(data),
+            "status": decision.status,
+            "kode": decision.kode,
+            "kommunekode": decision.kommunekode,
+            "antal_modtaget": decision.outcomes.height - rejected.height if decision.status == "MODTAGET" else 0,
+            "antal_afvist": rejected.height if decision.status == "MODTAGET" else 0,
+            "koder": dict(sorted(Counter(rejected["kode"].to_list()).items())),
+            "pensionssager_snapshot": self.snapshot,
+            "decided_at": utc_now().isoformat(),
+        }
+        self.state.commit_decision(record, decision.outcomes, decision.registered)
+        if decision.registered.height:
+            self.ledger = pl.concat([self.ledger, decision.registered.select(self.ledger.columns)])
+        if decision.status == "MODTAGET":
+            self.accepted_before.add((sender, record["sha256"]))
+        return record
+
+
+def _take_in(
+    client: ExchangeClient,
+    state: StateStore,
+    partners: Partners,
+    judge: _Judge,
+    delivery: Delivery,
+    keep: bool,
+) -> FileReport:
+    name = delivery.name
+    metadata_raw = client.read(f"IN/{name}.metadata")
+    data = client.read(f"IN/{name}")
+
+    try:
+        metadata = decode_metadata(metadata_raw)
+        problem = _envelope_problem(metadata, name, len(data), partners)
+    except EnvelopeError as exc:
+        metadata, problem = None, f"metadata kan ikke læses: {exc}"
+    if problem is not None:
+        return _quarantine(client, state, delivery, data, metadata_raw, problem, keep)
+
+    # Older, pretty-printed platform metadata may wrap the UUID in white space (exchange.md).
+    uuid = metadata.file_transfer_uuid.strip()
+    sender = metadata.descriptor.sender
+    # exchange.md: archived unchanged before anything else happens.
+    state.write_once(f"archive/received/{uuid}/{name}", data)
+    state.write_once(f"archive/received/{uuid}/{name}.metadata", metadata_raw)
+
+    decided_before = state.has_decision(uuid)
+    record = (
+        state.read_json(state.decision_path(uuid))
+        if decided_before
+        else judge.decide(data, sender, name, uuid, delivery.received)
+    )
+    kvittering_name = kvittering_filnavn(record["kommunekode"], uuid)
+    kvittering = encode_kvittering(
+        kommunekode=record["kommunekode"],
+        modtaget_filnavn=name,
+        file_transfer_uuid=uuid,
+        modtaget=dt.datetime.fromisoformat(record["modtaget"]),
+        status=record["status"],
+        kode=record["kode"],
+        outcomes=state.outcomes(uuid),
+    )
+    send(
+        client,
+        state,
+        name=kvittering_name,
+        data=kvittering,
+        sender=partners.udk_account,
+        recipients=[sender],
+        kind="SF6110K",
+    )
+    if not keep:
+        client.remove(f"IN/{name}.metadata")  # metadata first: a pair without it is never listed
+        client.remove(f"IN/{name}")
+    log.info(
+        "SF6110 %s fra %s (%s): %s %s, %d modtaget, %d afvist",
+        name, sender, uuid, record["status"], record["kode"] or "", record["antal_modtaget"], record["antal_afvist"],
+    )
+    return FileReport(
+        filnavn=name,
+        afsender=sender,
+        modtaget=dt.datetime.fromisoformat(record["modtaget"]),
+        status=record["status"],
+        kode=record["kode"],
+        kommunekode=record["kommunekode"],
+        file_transfer_uuid=uuid,
+        antal_modtaget=record["antal_modtaget"],
+        antal_afvist=record["antal_afvist"],
+        koder=record["koder"],
+        kvittering=kvittering_name,
+        decided_before=decided_before,
+    )
+
+
+def _envelope_problem(metadata, name: str, size: int, partners: Partners) -> str | None:
+    """exchange.md "Reading": what makes a delivery go to quarantine (None: it holds)."""
+    descriptor = metadata.descriptor
+    if not _SAFE_UUID.fullmatch(metadata.file_transfer_uuid.strip()):
+        return "FileTransferUUID er ikke et UUID"
+    if descriptor.file_name != name:
+        return "FileName i metadata er ikke filens navn"
+    if descriptor.size_in_bytes != size:
+        return f"SizeInBytes {descriptor.size_in_bytes} er ikke filens størrelse {size}"
+    if descriptor.sender not in partners.accounts:
+        return f"afsender {descriptor.sender[:40]!r} er ikke en kendt partner"
+    if partners.udk_account not in descriptor.recipients:
+        return f"{partners.udk_account} er ikke blandt modtagerne"
+    return None
+
+
+def _quarantine(
+    client: ExchangeClient,
+    state: StateStore,
+    delivery: Delivery,
+    data: bytes,
+    metadata_raw: bytes,
+    reason: str,
+    keep: bool,
+) -> FileReport:
+    stamp = delivery.received.strftime("%Y%m%dT%H%M%SZ")
+    folder = f"archive/quarantine/{stamp}_{sha256_hex(metadata_raw + data)[:16]}"
+    state.write_once(f"{folder}/{delivery.name}", data)
+    state.write_once(f"{folder}/{delivery.name}.metadata", metadata_raw)
+    state.write_json(
+        f"{folder}/reason.json",
+        {"filnavn": delivery.name, "modtaget": delivery.received.isoformat(), "reason": reason},
+    )
+    if not keep:
+        client.remove(f"IN/{delivery.name}.metadata")
+        client.remove(f"IN/{delivery.name}")
+    log.warning("SF6110 %s i karantæne: %s (arkiv %s)", delivery.name, reason, folder)
+    return FileReport(
+        filnavn=delivery.name,
+        afsender="",
+        modtaget=delivery.received,
+        status=QUARANTINED,
+        kode=reason,
+    )
+
+
+def quarantined(state: StateStore) -> list[dict]:
+    """Every quarantined delivery, for the operator's asset check."""
+    return [
+        state.read_json(f"archive/quarantine/{folder}/reason.json")
+        for folder in state.listdir("archive/quarantine")
+        if state.exists(f"archive/quarantine/{folder}/reason.json")
+    ]

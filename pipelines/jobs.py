@@ -1,0 +1,15 @@
+"""The settlement job: register → settlement → SF6111 and SF2601, for one period or a range."""
+
+import dagster as dg
+
+from pipelines.partitions import periode_partitions
+
+settlement_job = dg.define_asset_job(
+    "maanedlig_afregning",
+    selection=dg.AssetSelection.groups("register", "settlement", "sf6111", "sf2601"),
+    partitions_def=periode_partitions,
+    description=(
+        "Settlement of udbetalingsperiode P with SF6111 and SF2601 per municipality. A backfill over "
+        "a range of periods runs as one run, period by period."
+    ),
+)

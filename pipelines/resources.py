@@ -1,0 +1,41 @@
+"""The small resources that are not the exchange or the register: the state store and the partners.
+
+Each field is fed from the environment (operations.md "Configuration"); values are judged when a
+run starts, so that a wrong one stops the run at once with a message naming the variable."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipelines.config import KEEP_DELIVERIES, PARTNERS, STATE_URL, ConfigError, Partners, env, load_partners
+from pipelines.state import StateStore
+
+
+class StateResource(dg.ConfigurableResource):
+    """PENSIONSTRAEK_STATE_URL: archive, ledger, decisions, every file sent."""
+
+    url: str = "./var/state"
+    keep_deliveries: bool = False  # exchange.md: remove processed pairs from IN/ (configurable: keep)
+
+    def store(self) -> StateStore:
+        return StateStore(self.url)
+
+    @classmethod
+    def from_env(cls) -> "StateResource":
+        keep = env(KEEP_DELIVERIES).lower()
+        if keep not in ("", "0", "1", "true", "false"):
+            raise ConfigError(f"{KEEP_DELIVERIES}={keep!r}: use true or false")
+        return cls(url=env(STATE_URL), keep_deliveries=keep in ("1", "true"))
+
+
+class PartnersResource(dg.ConfigurableResource):
+    """PENSIONSTRAEK_PARTNERS: a TOML file naming the partner accounts ('' = built-in defaults)."""
+
+    path: str = ""
+
+    def partners(self) -> Partners:
+        return load_partners(self.path)
+
+    @classmethod
+    def from_env(cls) -> "PartnersResource":
+        return cls(path=env(PARTNERS))

@@ -1,0 +1,85 @@
+"""Running the code location's jobs from the command line, on the same Dagster instance as the UI
+(DAGSTER_HOME, default ./var/dagster), so that every run the command makes shows up there."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from pipelines.config import DEFAULTS
+from pipelines.partitions import periode_partitions
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+def instance() -> dg.DagsterInstance:
+    """The persistent instance; DAGSTER_HOME defaults to ./var/dagster (made when missing)."""
+    home = os.environ.get("DAGSTER_HOME") or DEFAULTS["DAGSTER_HOME"]
+    home_path = Path(home).resolve()
+    home_path.mkdir(parents=True, exist_ok=True)
+    (home_path / "dagster.yaml").touch()  # the embedded default (SQLite under DAGSTER_HOME)
+    os.environ["DAGSTER_HOME"] = str(home_path)
+    return dg.DagsterInstance.get()
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    success: bool
+    run_id: str
+    problems: list[str]
+    result: dg.ExecuteInProcessResult
+
+
+def run_job(
+    job_name: str,
+    *,
+    first_periode: str | None = None,
+    last_periode: str | None = None,
+    on: dg.DagsterInstance | None = None,
+) -> RunOutcome:
+    """Run a job of the code location in this process. With periods, a single period runs as a
+    partition; a range runs as one run over the range (the assets' single-run backfill policy)."""
+    from pipelines.definitions import defs
+
+    job = defs.resolve_job_def(job_name)
+    kwargs: dict = {}
+    if first_periode is not None:
+        last = last_periode or first_periode
+        keys = periode_partitions.get_partition_keys()
+        for periode in (first_periode, last):
+            if periode not in keys:
+                raise ValueError(f"{periode} is not a period this pipeline can settle ({keys[0]} … {keys[-1]})")
+        if last < first_periode:
+            raise ValueError(f"the range {first_periode}..{last} runs backwards")
+        if last == first_periode:
+            kwargs["partition_key"] = first_periode
+        else:
+            kwargs["tags"] = {RANGE_START_TAG: first_periode, RANGE_END_TAG: last}
+    result = job.execute_in_process(
+        instance=on or instance(),
+        raise_on_error=False,
+        # The command prints its own summary; Dagster's event log is in the UI.
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        **kwargs,
+    )
+    return RunOutcome(success=result.success, run_id=result.run_id, problems=run_problems(result), result=result)
+
+
+def run_problems(result: dg.ExecuteInProcessResult) -> list[str]:
+    """The failures of a run, each one line: step failures and failed blocking checks."""
+    problems = []
+    for event in result.all_events:
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            error = event.step_failure_data.error
+            user = error.cause if error is not None and error.cause is not None else error
+            message = (user.message if user is not None else "failed").strip().splitlines()
+            problems.append(f"{event.step_key}: {message[0] if message else 'failed'}")
+        elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluation = event.event_specific_data
+            if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
+                problems.append(f"check {evaluation.check_name} failed")
+    return problems

@@ -1,0 +1,44 @@
+"""The monthly settlement schedule, bank-calendar aware (operations.md, sf6110.md "Periods and the cut-off").
+
+Cron cannot express "the day after the 10th bank day before the last bank day of the month", so
+the schedule ticks every morning and launches period P on the day its cut-off falls on
+(`fristdato(P) + 1 day`, the first day on which no instruction can count for P any more). On
+every other day the tick is skipped with the date it waits for."""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from pipelines.jobs import settlement_job
+from pipelines.calendar import TZ, cutoff, next_periode, periode_of
+
+
+def period_due_on(day: dt.date) -> str | None:
+    """The period whose cut-off falls on `day`, if any (the cut-off of P always lies in month P)."""
+    periode = periode_of(day)
+    return periode if cutoff(periode).date() == day else None
+
+
+def next_due(day: dt.date) -> tuple[str, dt.date]:
+    periode = periode_of(day)
+    if cutoff(periode).date() < day:
+        periode = next_periode(periode)
+    return periode, cutoff(periode).date()
+
+
+@dg.schedule(
+    name="maanedlig_afregning",
+    job=settlement_job,
+    cron_schedule="0 6 * * *",
+    execution_timezone="Europe/Copenhagen",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Settlement, SF6111 and SF2601 for P, launched on the morning of P's cut-off day.",
+)
+def maanedlig_afregning(context: dg.ScheduleEvaluationContext):
+    today = context.scheduled_execution_time.astimezone(TZ).date()
+    periode = period_due_on(today)
+    if periode is None:
+        waiting_for, day = next_due(today)
+        return dg.SkipReason(f"Ingen frist i dag; {waiting_for} afregnes {day.isoformat()}")
+    return dg.RunRequest(run_key=f"afregning-{periode}", partition_key=periode)

@@ -1,0 +1,57 @@
+"""The sensor on UDK's IN/ (operations.md "Dagster").
+
+Every 30 s by default it lists IN/; when complete deliveries or technical receipts wait, it
+launches one intake run for all of them (not one run per file), unless an intake run is already
+queued or running. A transient SFTP error skips the tick; an authentication or host-key error
+fails it, so that someone is alerted (exchange.md, STYLE.md)."""
+
+
+import hashlib
+import os
+
+import dagster as dg
+
+from assets.sf6110 import intake_job
+from pipelines.exchange import ExchangeAccessError, ExchangeError, ExchangeResource
+
+SENSOR_INTERVAL_SECONDS = int(os.environ.get("PENSIONSTRAEK_SENSOR_INTERVAL", "30"))
+
+_BUSY = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+@dg.sensor(
+    name="sf6110_indgang",
+    job=intake_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Launches SF6110 intake when deliveries or technical receipts wait in UDK's IN/.",
+)
+def sf6110_indgang(context: dg.SensorEvaluationContext, exchange: ExchangeResource):
+    try:
+        with exchange.open() as client:
+            deliveries = client.list_deliveries()
+            receipts = client.list_receipts()
+    except ExchangeAccessError:
+        raise  # authentication / host key / configuration: the tick fails loudly
+    except ExchangeError as exc:
+        return dg.SkipReason(f"SFTP midlertidigt utilgængelig: {exc}")
+
+    if not deliveries and not receipts:
+        return dg.SkipReason("Intet venter i IN/")
+    busy = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=intake_job.name, statuses=_BUSY), limit=1
+    )
+    if busy:
+        return dg.SkipReason(f"Intake kører allerede (run {busy[0].run_id[:8]}); det venter til næste tick")
+
+    waiting = sorted(f"{d.name}@{d.received.isoformat()}" for d in deliveries) + sorted(receipts)
+    run_key = hashlib.sha256("\n".join(waiting).encode()).hexdigest()[:24]
+    return dg.RunRequest(
+        run_key=run_key,
+        tags={"pensionstraek/filer": str(len(deliveries)), "pensionstraek/kvitteringer": str(len(receipts))},
+    )

@@ -1,0 +1,177 @@
+"""The pipeline's own durable storage (PENSIONSTRAEK_STATE_URL, operations.md "Idempotency and audit").
+
+Everything the auditors may ask about lives here, written atomically and never deleted:
+
+    archive/received/<FileTransferUUID>/<name>(.metadata)   every delivery exactly as received
+    archive/quarantine/<stamp>_<sha>/<name>(.metadata)       deliveries whose envelope did not hold
+    archive/receipts/<name>.sftpreceipt.<n>                  technical receipts as received
+    intake/<FileTransferUUID>.json                            the decision on a file (commit marker)
+    intake/<FileTransferUUID>.outcomes.parquet                one row per instruction, its outcome
+    ledger/<FileTransferUUID>.parquet                         the registered instructions (LEDGER_SCHEMA)
+    sent/<name>/{data,trigger.xml,record.json,receipt.sftpreceipt}   every file sent, with its envelope
+    deliveries/<integration>/<periode>/<kommunekode>.json     the versions sent (Loebenummer bookkeeping)
+    periods/<periode>/<table>.parquet                         the settlement's frames per period
+
+A decision file is the commit point of intake: the ledger and outcome files of a FileTransferUUID
+count only once its decision exists, so a run that dies half-way is simply done again."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import io
+import json
+import os
+import posixpath
+from collections.abc import Iterator
+from pathlib import Path
+
+import fsspec
+import polars as pl
+
+from contracts.ledger import LEDGER_SCHEMA, empty_ledger
+from pipelines.config import STATE_URL, ConfigError, check_local_or_url
+from pipelines.storage import TEMP_PREFIX, atomic_write
+
+
+class StateStore:
+    def __init__(self, url: str):
+        check_local_or_url(STATE_URL, url)
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = root.rstrip("/") or "/"
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{STATE_URL}={url!r} cannot be created or written: {exc.strerror}") from exc
+
+    # --- plain file access ------------------------------------------------------------------
+
+    def path(self, *parts: str) -> str:
+        for part in parts:
+            if part in ("", ".", "..") or part.startswith("/") or ".." in part.split("/"):
+                raise ValueError(f"unsafe state path component {part!r}")
+        return posixpath.join(self.root, *parts)
+
+    def write(self, relative: str, data: bytes) -> None:
+        target = self.path(relative)
+        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        atomic_write(self.fs, target, data)
+
+    def write_once(self, relative: str, data: bytes) -> None:
+        """Archive semantics: an existing file is never overwritten."""
+        if not self.exists(relative):
+            self.write(relative, data)
+
+    def read(self, relative: str) -> bytes:
+        with self.fs.open(self.path(relative), "rb") as f:
+            return f.read()
+
+    def exists(self, relative: str) -> bool:
+        return self.fs.exists(self.path(relative))
+
+    def listdir(self, relative: str) -> list[str]:
+        folder = self.path(relative)
+        if not self.fs.exists(folder):
+            return []
+        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)]
+        return sorted(n for n in names if not n.startswith(TEMP_PREFIX))
+
+    def write_json(self, relative: str, value: object) -> None:
+        self.write(relative, json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True).encode())
+
+    def read_json(self, relative: str) -> dict:
+        return json.loads(self.read(relative))
+
+    def write_frame(self, relative: str, frame: pl.DataFrame) -> None:
+        buffer = io.BytesIO()
+        frame.write_parquet(buffer)
+        self.write(relative, buffer.getvalue())
+
+    def read_frame(self, relative: str) -> pl.DataFrame:
+        return pl.read_parquet(io.BytesIO(self.read(relative)))
+
+    # --- intake -----------------------------------------------------------------------------
+
+    def decision_path(self, file_transfer_uuid: str) -> str:
+        return f"intake/{file_transfer_uuid}.json"
+
+    def has_decision(self, file_transfer_uuid: str) -> bool:
+        return self.exists(self.decision_path(file_transfer_uuid))
+
+    def decisions(self) -> list[dict]:
+        """Every committed intake decision, oldest received first."""
+        records = [
+            self.read_json(f"intake/{name}")
+            for name in self.listdir("intake")
+            if name.endswith(".json")
+        ]
+        return sorted(records, key=lambda r: (r["modtaget"], r["filnavn"].encode()))
+
+    def commit_decision(
+        self, decision: dict, outcomes: pl.DataFrame, registered: pl.DataFrame
+    ) -> None:
+        """Ledger and outcomes first, the decision last: the decision is the commit point."""
+        uuid = decision["file_transfer_uuid"]
+        if registered.height:
+            self.write_frame(f"ledger/{uuid}.parquet", registered.select(LEDGER_SCHEMA.names()))
+        self.write_frame(f"intake/{uuid}.outcomes.parquet", outcomes)
+        self.write_json(self.decision_path(uuid), decision)
+
+    def ledger(self) -> pl.DataFrame:
+        """Every registered instruction of every committed file (settlement.md's input)."""
+        committed = {
+            name.removesuffix(".json") for name in self.listdir("intake") if name.endswith(".json")
+        }
+        frames = [
+            self.read_frame(f"ledger/{name}")
+            for name in self.listdir("ledger")
+            if name.removesuffix(".parquet") in committed
+        ]
+        if not frames:
+            return empty_ledger()
+        return pl.concat(frames, how="vertical").cast(LEDGER_SCHEMA)
+
+    def outcomes(self, file_transfer_uuid: str) -> pl.DataFrame:
+        return self.read_frame(f"intake/{file_transfer_uuid}.outcomes.parquet")
+
+    # --- sent files ---------------------------------------------------------------------------
+
+    def sent_record(self, name: str) -> dict | None:
+        relative = f"sent/{name}/record.json"
+        return self.read_json(relative) if self.exists(relative) else None
+
+    def sent_records(self) -> list[dict]:
+        return [r for r in (self.sent_record(n) for n in self.listdir("sent")) if r is not None]
+
+    # --- locking ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """One run at a time for `name` (intake, settlement): two concurrent intakes could both
+        judge a file. Local state: an flock, released by the OS if the process dies."""
+        if not isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+            yield  # remote state: the deployment runs one run of a kind at a time (docs)
+            return
+        folder = Path(self.path("locks"))
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(folder / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RuntimeError(
+                    f"another {name} run holds {folder / (name + '.lock')}; wait for it to finish"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
