@@ -25,16 +25,21 @@ def resources_from_env() -> dict:
     }
 
 
-defs = dg.Definitions.merge(
-    assets.register.register_defs,
-    assets.sf6110.sf6110_defs,
-    assets.settlement.settlement_defs,
-    assets.sf6111.sf6111_defs,
-    assets.sf2601.sf2601_defs,
-    dg.Definitions(
-        jobs=[settlement_job],
-        schedules=[maanedlig_afregning],
-        sensors=[sf6110_indgang],
-        resources=resources_from_env(),
-    ),
-)
+def build_definitions(resources: dict | None = None) -> dg.Definitions:
+    """The code location; tests pass their own resources (a temporary world)."""
+    return dg.Definitions.merge(
+        assets.register.register_defs,
+        assets.sf6110.sf6110_defs,
+        assets.settlement.settlement_defs,
+        assets.sf6111.sf6111_defs,
+        assets.sf2601.sf2601_defs,
+        dg.Definitions(
+            jobs=[settlement_job],
+            schedules=[maanedlig_afregning],
+            sensors=[sf6110_indgang],
+            resources=resources if resources is not None else resources_from_env(),
+        ),
+    )
+
+
+defs = build_definitions()

@@ -40,12 +40,14 @@ def run_job(
     first_periode: str | None = None,
     last_periode: str | None = None,
     on: dg.DagsterInstance | None = None,
+    definitions: dg.Definitions | None = None,
 ) -> RunOutcome:
     """Run a job of the code location in this process. With periods, a single period runs as a
     partition; a range runs as one run over the range (the assets' single-run backfill policy)."""
-    from pipelines.definitions import defs
+    if definitions is None:
+        from pipelines.definitions import defs as definitions
 
-    job = defs.resolve_job_def(job_name)
+    job = definitions.resolve_job_def(job_name)
     kwargs: dict = {}
     if first_periode is not None:
         last = last_periode or first_periode
