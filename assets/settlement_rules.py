@@ -7,11 +7,11 @@ functions, and write what they return. Money is integer øre throughout.
 from __future__ import annotations
 
 import datetime as dt
-import re
 
 import polars as pl
 
 from contracts.codes import afvisningskoder, traekarter
+from pipelines.calendar import first_day
 
 AFREGNET = "AFREGNET"
 AFVIST = "AFVIST"
@@ -46,16 +46,6 @@ SETTLED_SCHEMA = pl.Schema(
         "tekst": pl.String,  # the code's text | null
     }
 )
-
-_PERIODE = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
-
-
-def first_day(periode: str) -> dt.date:
-    """The first day of the udbetalingsperiode `YYYY-MM`."""
-    if not isinstance(periode, str) or not _PERIODE.fullmatch(periode):
-        raise ValueError(f"periode {periode!r} is not a period: write it as YYYY-MM, e.g. 2027-02")
-    return dt.date(int(periode[:4]), int(periode[5:]), 1)
-
 
 def active_requests(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
     """The requests active in `periode`, each with the amount and Traekart of its version in force.

@@ -186,8 +186,11 @@ def decode_sf2601(data: bytes) -> tuple[dict, pl.DataFrame]:
         "antal_personer": int(text(root, "u:AntalPersoner")),
         "samlet_udbetalt_oere": parse_kroner(text(root, "u:SamletUdbetaltBeloeb")),
     }
-    records = root.findall("u:Udbetaling", namespaces=ns)
-    columns = {column: [text(r, f"u:{element}") for r in records] for element, column in _UDBETALING_ELEMENTS}
+    # The schema guarantees one of each element per Udbetaling, in order, and none of these
+    # names occurs in the header: one pass per column with lxml's C iterator.
+    columns = {
+        column: [e.text for e in root.iter(f"{{{SF2601_NS}}}{element}")] for element, column in _UDBETALING_ELEMENTS
+    }
     udbetalinger = (
         pl.DataFrame(columns, schema={name: pl.String for name in columns})
         .with_columns(*(parse_kroner_expr(column) for column in sorted(_AMOUNTS)))

@@ -239,10 +239,19 @@ def decode_sf6111(data: bytes) -> tuple[dict, pl.DataFrame]:
         "antal_afvist": int(text(root, "t:AntalAfvist")),
         "samlet_afregnet_oere": parse_kroner(text(root, "t:SamletAfregnetBeloeb")),
     }
-    records = root.findall("t:Traek", namespaces=ns)
-    columns = {column: [text(r, f"t:{element}") for r in records] for element, column in _TRAEK_ELEMENTS}
-    columns["kode"] = [text(r, "t:Aarsag/t:Kode") for r in records]
-    columns["tekst"] = [text(r, "t:Aarsag/t:Tekst") for r in records]
+    # The schema guarantees one of each element per Traek, in order, and none of these names
+    # occurs in the header, so each column is one pass over the document (lxml's C iterator);
+    # Aarsag exists exactly for the AFVIST records.
+    columns = {
+        column: [e.text for e in root.iter(f"{{{SF6111_NS}}}{element}")] for element, column in _TRAEK_ELEMENTS
+    }
+    rejected = [status == "AFVIST" for status in columns["status"]]
+    for column, element in (("kode", "Kode"), ("tekst", "Tekst")):
+        values = [e.text for e in root.iter(f"{{{SF6111_NS}}}{element}")]
+        if len(values) != sum(rejected):
+            raise Sf6111Error("not a valid SF6111 file: an Aarsag belongs to exactly the AFVIST records")
+        found = iter(values)
+        columns[column] = [next(found) if is_rejected else None for is_rejected in rejected]
     traek = (
         pl.DataFrame(columns, schema={name: pl.String for name in columns})
         .with_columns(
