@@ -6,7 +6,6 @@ functions, and write what they return. Money is integer øre throughout.
 
 from __future__ import annotations
 
-import datetime as dt
 
 import polars as pl
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
