@@ -9,7 +9,7 @@ order of (received, name):
 3. judge the file (assets.sf6110_rules) unless a decision for its FileTransferUUID exists, and
    commit the decision with its registrations (the decision is the commit point);
 4. send the kvittering to the sender (pipelines.outbox: exactly once);
-5. remove the pair from IN/.
+5. remove the pair from IN/ (data, then metadata).
 
 Every step can be repeated: a run that dies anywhere is finished by the next run, with one
 decision, one registration per instruction and one kvittering."""
@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from assets.sf6110_rules import judge_file
-from contracts.envelope import EnvelopeError, decode_metadata
+from contracts.envelope import METADATA_SUFFIX, EnvelopeError, decode_metadata, is_valid_envelope_name
 from contracts.sf6110 import encode_kvittering, kvittering_filnavn
 from pipelines.config import Partners
 from pipelines.exchange import Delivery, ExchangeClient
@@ -89,6 +89,8 @@ def run_intake(
     technical receipts are recorded first."""
     with state.lock("intake"):
         receipts = record_receipts(client, state, keep=keep)
+        if not keep:
+            _finish_interrupted_removals(client, state)
         deliveries = client.list_deliveries()
         if not deliveries:
             return IntakeReport(files=[], receipts=receipts)
@@ -201,8 +203,7 @@ def _take_in(
         kind="SF6110K",
     )
     if not keep:
-        client.remove(f"IN/{name}.metadata")  # metadata first: a pair without it is never listed
-        client.remove(f"IN/{name}")
+        _remove_pair(client, name)
     log.info(
         "SF6110 %s fra %s (%s): %s %s, %d modtaget, %d afvist",
         name, sender, uuid, record["status"], record["kode"] or "", record["antal_modtaget"], record["antal_afvist"],
@@ -257,8 +258,7 @@ def _quarantine(
         {"filnavn": delivery.name, "modtaget": delivery.received.isoformat(), "reason": reason},
     )
     if not keep:
-        client.remove(f"IN/{delivery.name}.metadata")
-        client.remove(f"IN/{delivery.name}")
+        _remove_pair(client, delivery.name)
     log.warning("SF6110 %s i karantæne: %s (arkiv %s)", delivery.name, reason, folder)
     return FileReport(
         filnavn=delivery.name,
@@ -267,6 +267,45 @@ def _quarantine(
         status=QUARANTINED,
         kode=reason,
     )
+
+
+def _remove_pair(client: ExchangeClient, name: str) -> None:
+    """Data first, metadata last. A run that dies in between leaves the metadata alone in IN/,
+    which the platform never does (exchange.md "Routing": data first, then metadata), so the next
+    run can tell it from a delivery and finish the removal (`_finish_interrupted_removals`). The
+    other order would leave a data file alone, which looks like a delivery being written."""
+    client.remove(f"IN/{name}")
+    client.remove(f"IN/{name}{METADATA_SUFFIX}")
+
+
+def _finish_interrupted_removals(client: ExchangeClient, state: StateStore) -> None:
+    """Remove each `IN/<name>.metadata` without its data whose bytes are archived with a delivery
+    already taken in (decided, or quarantined): the leftover of a run that died in `_remove_pair`."""
+    present = set(client.listdir("IN"))
+    for metadata_name in sorted(n for n in present if n.endswith(METADATA_SUFFIX)):
+        name = metadata_name.removesuffix(METADATA_SUFFIX)
+        if name in present or not is_valid_envelope_name(name):
+            continue
+        raw = client.read(f"IN/{metadata_name}")
+        if _taken_in(state, name, raw):
+            client.remove(f"IN/{metadata_name}")
+            log.info("SF6110 %s: metadata fjernet fra IN/ (data var allerede taget ind og fjernet)", name)
+
+
+def _taken_in(state: StateStore, name: str, metadata_raw: bytes) -> bool:
+    try:
+        uuid = decode_metadata(metadata_raw).file_transfer_uuid.strip()
+    except EnvelopeError:
+        uuid = ""
+    if _SAFE_UUID.fullmatch(uuid) and state.has_decision(uuid):
+        archived = f"archive/received/{uuid}/{name}{METADATA_SUFFIX}"
+        if state.exists(archived) and state.read(archived) == metadata_raw:
+            return True
+    for folder in state.listdir("archive/quarantine"):
+        archived = f"archive/quarantine/{folder}/{name}{METADATA_SUFFIX}"
+        if state.exists(archived) and state.read(archived) == metadata_raw:
+            return True
+    return False
 
 
 def quarantined(state: StateStore) -> list[dict]:

@@ -16,7 +16,6 @@ from pipelines.exchange import ExchangeClient
 from pipelines.state import StateStore, sha256_hex, utc_now
 
 
-
 @dataclass(frozen=True)
 class Sent:
     name: str
@@ -96,15 +95,21 @@ def record_receipts(client: ExchangeClient, state: StateStore, *, keep: bool = F
     for receipt_name in client.list_receipts():
         raw = client.read(f"IN/{receipt_name}")
         name = receipt_name.removesuffix(RECEIPT_SUFFIX)
-        archive_index = len([n for n in state.listdir("archive/receipts") if n.startswith(receipt_name)])
-        state.write_once(f"archive/receipts/{receipt_name}.{archive_index}", raw)
+        record = state.sent_record(name)
+        copies = _archived_copies(state, receipt_name)
+        if copies and state.read(copies[-1]) == raw and _recorded(state, record, name, raw):
+            # Seen and recorded before: kept in IN/ (PENSIONSTRAEK_KEEP_DELIVERIES) or left there by
+            # a run that died before removing it. Recording it again would archive a copy per run.
+            if not keep:
+                client.remove(f"IN/{receipt_name}")
+            continue
+        state.write_once(f"archive/receipts/{receipt_name}.{len(copies)}", raw)
         try:
             receipt = decode_receipt(raw)
             succeeded = receipt.succeeded
             errors = tuple(f"{e.code} {e.code_description}: {e.description}" for e in receipt.errors)
         except EnvelopeError as exc:
             succeeded, errors = False, (f"receipt not readable: {exc}",)
-        record = state.sent_record(name)
         if record is not None:
             state.write(f"sent/{name}/receipt{RECEIPT_SUFFIX}", raw)
             state.write_json(
@@ -121,3 +126,21 @@ def record_receipts(client: ExchangeClient, state: StateStore, *, keep: bool = F
             client.remove(f"IN/{receipt_name}")
         recorded.append(ReceiptRecorded(name=name, succeeded=succeeded, known=record is not None, errors=errors))
     return recorded
+
+
+def _archived_copies(state: StateStore, receipt_name: str) -> list[str]:
+    """The archived copies of `IN/<receipt_name>`, oldest first (`archive/receipts/<name>.<n>`)."""
+    prefix = receipt_name + "."
+    indices = sorted(
+        int(n[len(prefix):]) for n in state.listdir("archive/receipts") if n.startswith(prefix) and n[len(prefix):].isdigit()
+    )
+    return [f"archive/receipts/{prefix}{i}" for i in indices]
+
+
+def _recorded(state: StateStore, record: dict | None, name: str, raw: bytes) -> bool:
+    """Whether this exact receipt is already recorded against the file it answers (a receipt for a
+    file UDK never sent is only archived)."""
+    if record is None:
+        return True
+    receipt = f"sent/{name}/receipt{RECEIPT_SUFFIX}"
+    return "receipt_recorded_at" in record and state.exists(receipt) and state.read(receipt) == raw

@@ -2,12 +2,14 @@
 
 Every 30 s by default it lists IN/; when complete deliveries or technical receipts wait, it
 launches one intake run for all of them (not one run per file), unless an intake run is already
-queued or running. A transient SFTP error skips the tick; an authentication or host-key error
-fails it, so that someone is alerted (exchange.md, STYLE.md)."""
+queued or running, and asks again for the same files after a failed run (not sooner than
+RETRY_AFTER_FAILURE_SECONDS). A transient SFTP error skips the tick; an authentication or
+host-key error fails it, so that someone is alerted (exchange.md, STYLE.md)."""
 
 
 import hashlib
 import os
+import time
 
 import dagster as dg
 
@@ -16,6 +18,9 @@ from pipelines.exchange import ExchangeAccessError, ExchangeError, ExchangeResou
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("PENSIONSTRAEK_SENSOR_INTERVAL", "30"))
 
+RETRY_AFTER_FAILURE_SECONDS = 300
+
+_FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 _BUSY = [
     dg.DagsterRunStatus.QUEUED,
     dg.DagsterRunStatus.NOT_STARTED,
@@ -49,8 +54,25 @@ def sf6110_indgang(context: dg.SensorEvaluationContext, exchange: ExchangeResour
     if busy:
         return dg.SkipReason(f"Intake kører allerede (run {busy[0].run_id[:8]}); det venter til næste tick")
 
+    # The run key names what waits, so a listing is launched once. A failed run (no pensionssager
+    # snapshot, say) leaves the files waiting (sf6110.md), and the same listing would never be
+    # launched again: after a failure, ask again once RETRY_AFTER_FAILURE_SECONDS have passed.
+    after_failure = ""
+    last = context.instance.get_runs(
+        filters=dg.RunsFilter(job_name=intake_job.name, statuses=_FINISHED), limit=1
+    )
+    if last and last[0].status != dg.DagsterRunStatus.SUCCESS:
+        record = context.instance.get_run_record_by_id(last[0].run_id)
+        ended = record.end_time if record is not None and record.end_time else time.time()
+        wait = ended + RETRY_AFTER_FAILURE_SECONDS - time.time()
+        if wait > 0:
+            return dg.SkipReason(
+                f"Sidste intake (run {last[0].run_id[:8]}) fejlede; de ventende filer prøves igen om {wait:.0f} s"
+            )
+        after_failure = last[0].run_id
+
     waiting = sorted(f"{d.name}@{d.received.isoformat()}" for d in deliveries) + sorted(receipts)
-    run_key = hashlib.sha256("\n".join(waiting).encode()).hexdigest()[:24]
+    run_key = hashlib.sha256("\n".join([after_failure, *waiting]).encode()).hexdigest()[:24]
     return dg.RunRequest(
         run_key=run_key,
         tags={"pensionstraek/filer": str(len(deliveries)), "pensionstraek/kvitteringer": str(len(receipts))},
