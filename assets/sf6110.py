@@ -7,12 +7,14 @@ pipelines/intake.py. This module only shows the outcome."""
 
 import datetime as dt
 
+from collections import Counter
+
 import dagster as dg
 import polars as pl
 
 from contracts.codes import kommuner
 from pipelines.exchange import ExchangeResource
-from pipelines.intake import QUARANTINED, FileReport, quarantined, run_intake
+from pipelines.intake import QUARANTINED, FileReport, instruction_contract, quarantined, run_intake
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 
@@ -83,6 +85,7 @@ def traekanmodninger(
             partners.partners(),
             register.newest_pensionssager,
             keep=state.keep_deliveries,
+            run_id=context.run_id,
         )
 
     keys = [file_partition_key(f) for f in report.files]
@@ -184,6 +187,41 @@ def afvisningsrate_pr_kommune(state: StateResource) -> dg.AssetCheckResult:
     )
 
 
+@dg.asset_check(asset=TRAEKANMODNINGER, name="anmodninger_overholder_formatet")
+def anmodninger_overholder_formatet(
+    context: dg.AssetCheckExecutionContext, state: StateResource
+) -> dg.AssetCheckResult:
+    """The pandera contract of the instructions (the value rules of U01, contracts/sf6110.py
+    `instruction_schema`) over the files accepted by the intake run: failures per element, a few
+    masked examples. Municipalities' mistakes are everyday business, so this warns, never blocks."""
+    store = state.store()
+    decisions = [d for d in store.decisions() if d["status"] == "MODTAGET"]
+    run_ids = {d.get("run_id", "") for d in decisions}
+    # Within the intake run: its own files. Run alone from the UI: the files of the latest intake.
+    run_id = context.run.run_id if context.run.run_id in run_ids else max(decisions, key=lambda d: d["decided_at"], default={}).get("run_id")
+    judged = [d for d in decisions if d.get("run_id") == run_id]
+    by_element: Counter = Counter()
+    examples: list[str] = []
+    instructions = 0
+    for decision in judged:
+        result = instruction_contract(store, decision)
+        instructions += result.instructions
+        by_element.update(result.failures_by_element)
+        examples += result.examples
+    failing = sum(by_element.values())
+    return dg.AssetCheckResult(
+        passed=failing == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "filer": len(judged),
+            "anmodninger": instructions,
+            "fejl": failing,
+            **{f"fejl_{element}": n for element, n in sorted(by_element.items())},
+            "eksempler": dg.MetadataValue.md("\n".join(f"- {e}" for e in examples[:5]) or "ingen"),
+        },
+    )
+
+
 intake_job = dg.define_asset_job(
     "sf6110_intake",
     selection=dg.AssetSelection.assets(TRAEKANMODNINGER),
@@ -192,6 +230,6 @@ intake_job = dg.define_asset_job(
 
 sf6110_defs = dg.Definitions(
     assets=[modtagne_filer, traekanmodninger],
-    asset_checks=[ingen_filer_i_karantaene, afvisningsrate_pr_kommune],
+    asset_checks=[ingen_filer_i_karantaene, afvisningsrate_pr_kommune, anmodninger_overholder_formatet],
     jobs=[intake_job],
 )

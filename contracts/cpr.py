@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import polars as pl
 from stdnum.dk import cpr as stdnum_cpr
@@ -25,6 +26,15 @@ def mask_cpr(value: str | None) -> str:
     if value is None:
         return "<ingen>"
     return f"{value[:6]}-****" if len(value) >= 6 else "******-****"
+
+
+_CPR_LIKE = re.compile(r"([0-9]{6})[0-9]{3,}")
+
+
+def mask_text(text: str) -> str:
+    """Mask every run of nine or more digits as a CPR (`DDMMYY-****`), wherever it stands in free
+    text: also a CPR stored as an integer (it lost its leading zero) or used as an id."""
+    return _CPR_LIKE.sub(r"\1-****", text)
 
 
 def mask_cpr_expr(column: str) -> pl.Expr:

@@ -10,7 +10,6 @@ table's decimal(5,2), so 100.00 is the largest value that fits."""
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass, field
 
 import pandera.polars as pa
@@ -19,7 +18,7 @@ from pandera.config import ValidationDepth, config_context
 from pandera.errors import SchemaErrors
 
 from contracts.codes import kommunekoder
-from contracts.cpr import mask_cpr, valid_cpr_expr
+from contracts.cpr import mask_cpr, mask_text, valid_cpr_expr
 from pipelines.calendar import last_day  # the one period calendar (no Dagster in it)
 
 PENSIONSTYPER = ("FP", "FTP", "SEP", "TIP")  # folkepension, førtidspension, seniorpension, tidlig pension
@@ -230,15 +229,6 @@ def _result(failure_cases: pl.DataFrame, df: pl.DataFrame) -> ContractResult:
     return ContractResult(
         passed=False, failure_count=failures.height, failures_by_check=failures_by_check, examples=examples
     )
-
-
-_CPR_LIKE = re.compile(r"([0-9]{6})[0-9]{3,}")
-
-
-def mask_text(text: str) -> str:
-    """Mask every run of nine or more digits as a CPR (`DDMMYY-****`), wherever it stands: also a
-    CPR stored as an integer, which has lost its leading zero, inside an error message."""
-    return _CPR_LIKE.sub(r"\1-****", text)
 
 
 def _example(failure: dict, df: pl.DataFrame) -> str:

@@ -27,7 +27,9 @@ import polars as pl
 
 from assets.sf6110_rules import judge_file
 from contracts.envelope import METADATA_SUFFIX, EnvelopeError, decode_metadata, is_valid_envelope_name
-from contracts.sf6110 import encode_kvittering, kvittering_filnavn
+from contracts.cpr import mask_cpr, mask_text
+from contracts.sf6110 import RequestFile, decode_request_file, encode_kvittering, instruction_schema, kvittering_filnavn
+from pipelines.calendar import TZ
 from pipelines.config import Partners
 from pipelines.exchange import Delivery, ExchangeClient
 from pipelines.outbox import ReceiptRecorded, record_receipts, send
@@ -83,10 +85,11 @@ def run_intake(
     newest_pensionssager: Callable[[], tuple[str, pl.DataFrame]],
     *,
     keep: bool = False,
+    run_id: str = "",
 ) -> IntakeReport:
     """One intake pass. `newest_pensionssager` is called only when there is something to judge:
     without a snapshot, intake fails and leaves the deliveries waiting (sf6110.md), but the
-    technical receipts are recorded first."""
+    technical receipts are recorded first. `run_id` (the Dagster run) is kept in each decision."""
     with state.lock("intake"):
         receipts = record_receipts(client, state, keep=keep)
         if not keep:
@@ -95,7 +98,7 @@ def run_intake(
         if not deliveries:
             return IntakeReport(files=[], receipts=receipts)
         snapshot_periode, pensionssager = newest_pensionssager()
-        judge = _Judge(state, partners, pensionssager, snapshot_periode)
+        judge = _Judge(state, partners, pensionssager, snapshot_periode, run_id)
         reports = [_take_in(client, state, partners, judge, delivery, keep) for delivery in deliveries]
         return IntakeReport(files=reports, receipts=receipts)
 
@@ -103,8 +106,9 @@ def run_intake(
 class _Judge:
     """The history a decision depends on, kept up to date across the files of one run."""
 
-    def __init__(self, state: StateStore, partners: Partners, pensionssager: pl.DataFrame, snapshot: str):
+    def __init__(self, state: StateStore, partners: Partners, pensionssager: pl.DataFrame, snapshot: str, run_id: str):
         self.state = state
+        self.run_id = run_id
         self.partners = partners
         self.pensionssager = pensionssager
         self.snapshot = snapshot
@@ -141,6 +145,7 @@ class _Judge:
             "koder": dict(sorted(Counter(rejected["kode"].to_list()).items())),
             "pensionssager_snapshot": self.snapshot,
             "decided_at": utc_now().isoformat(),
+            "run_id": self.run_id,
         }
         self.state.commit_decision(record, decision.outcomes, decision.registered)
         if decision.registered.height:
@@ -315,3 +320,41 @@ def quarantined(state: StateStore) -> list[dict]:
         for folder in state.listdir("archive/quarantine")
         if state.exists(f"archive/quarantine/{folder}/reason.json")
     ]
+
+
+@dataclass(frozen=True)
+class InstructionContract:
+    instructions: int
+    failures_by_element: dict[str, int]
+    examples: list[str]  # masked
+
+
+def instruction_contract(state: StateStore, decision: dict) -> InstructionContract:
+    """The pandera contract of an accepted file's instructions (U01's value rules), run on the
+    archived file: how many instructions break each element's rule, with masked examples."""
+    import pandera.polars as pa
+
+    data = state.read(f"archive/received/{decision['file_transfer_uuid']}/{decision['filnavn']}")
+    request_file = decode_request_file(data)
+    if not isinstance(request_file, RequestFile):
+        return InstructionContract(0, {}, [])
+    received_on = dt.datetime.fromisoformat(decision["modtaget"]).astimezone(TZ).date()
+    try:
+        instruction_schema(received_on).validate(request_file.instructions, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases.filter(pl.col("check").str.starts_with("U01_"))
+        by_element = dict(cases.group_by("check").agg(pl.col("index").n_unique()).iter_rows())
+        rows = request_file.instructions.with_row_index("index").join(
+            cases.select(pl.col("index").cast(pl.UInt32), "check"), on="index"
+        )
+        examples = [
+            mask_text(f"{decision['filnavn']} nr. {r['position'] + 1} ({r['anmodning_id']!s:.36}): {r['check']}")
+            + f", CPR {mask_cpr(r['cpr'])}"
+            for r in rows.head(3).iter_rows(named=True)
+        ]
+        return InstructionContract(
+            request_file.instructions.height,
+            {check.removeprefix("U01_"): n for check, n in by_element.items()},
+            examples,
+        )
+    return InstructionContract(request_file.instructions.height, {}, [])

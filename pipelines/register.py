@@ -17,7 +17,8 @@ import dagster as dg
 import fsspec
 import polars as pl
 
-from contracts.register import SCHEMAS, mask_text
+from contracts.cpr import mask_text
+from contracts.register import SCHEMAS
 from pipelines.calendar import parse_periode
 from pipelines.config import REGISTER_URL, check_local_or_url, env
 
