@@ -14,7 +14,8 @@ EXIT_USAGE = 2
 
 
 def _fail(message: str) -> int:
-    print(f"pensionstraek: {message}", file=sys.stderr)
+    # One line, whatever the message holds (operations.md: "a one-line reason on failure").
+    print(f"pensionstraek: {' '.join(message.split())}", file=sys.stderr)
     return EXIT_FAILED
 
 
@@ -36,7 +37,7 @@ def cmd_intake(args: argparse.Namespace) -> int:
 
     outcome = run_job("sf6110_intake")
     if not outcome.success:
-        return _fail("intake failed: " + "; ".join(outcome.problems))
+        return _fail(f"intake failed (run {outcome.run_id[:8]} in the Dagster UI): " + "; ".join(outcome.problems))
     metadata = _materialization_metadata(outcome, "sf6110/traekanmodninger")
     print(
         f"intake (run {outcome.run_id[:8]}): {metadata.get('filer', 0)} fil(er): "
@@ -57,7 +58,10 @@ def cmd_settle(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _fail(str(exc))
     if not outcome.success:
-        return _fail(f"settlement of {args.periode} failed: " + "; ".join(outcome.problems))
+        return _fail(
+            f"settlement of {args.periode} failed (run {outcome.run_id[:8]} in the Dagster UI): "
+            + "; ".join(outcome.problems)
+        )
     settled = _materialization_metadata(outcome, "settlement/afregning")
     sf6111 = _materialization_metadata(outcome, "sf6111/afsendelse")
     sf2601 = _materialization_metadata(outcome, "sf2601/afsendelse")
@@ -75,7 +79,7 @@ def _materialization_metadata(outcome, key: str) -> dict:
     import dagster as dg
 
     for event in outcome.result.get_asset_materialization_events():
-        materialization = event.asset_materialization
+        materialization = event.step_materialization_data.materialization
         if materialization.asset_key == dg.AssetKey(key.split("/")):
             return {k: v.value for k, v in materialization.metadata.items()}
     return {}
@@ -131,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt:
         return _fail("interrupted")
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # a message (the demo's refusals): one line, status 1
+            return _fail(exc.code.removeprefix("pensionstraek: "))
+        raise
+    except Exception as exc:  # noqa: BLE001 - anything else still ends in one line, never a traceback
+        return _fail(f"{type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

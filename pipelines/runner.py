@@ -21,7 +21,12 @@ def instance() -> dg.DagsterInstance:
     home = os.environ.get("DAGSTER_HOME") or DEFAULTS["DAGSTER_HOME"]
     home_path = Path(home).resolve()
     home_path.mkdir(parents=True, exist_ok=True)
-    (home_path / "dagster.yaml").touch()  # the embedded default (SQLite under DAGSTER_HOME)
+    settings = home_path / "dagster.yaml"
+    if not settings.exists():
+        # The embedded default (SQLite under DAGSTER_HOME). Telemetry off: a pipeline of personal
+        # data sends nothing anywhere but to its partners, and Dagster's first-use banner on stderr
+        # would break "a one-line reason on failure" (operations.md "The command line").
+        settings.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home_path)
     return dg.DagsterInstance.get()
 
@@ -45,6 +50,7 @@ def run_job(
     """Run a job of the code location in this process. With periods, a single period runs as a
     partition; a range runs as one run over the range (the assets' single-run backfill policy)."""
     if definitions is None:
+        check_configuration()  # a wrong value stops here, before any run (operations.md "Configuration")
         from pipelines.definitions import defs as definitions
 
     job = definitions.resolve_job_def(job_name)
@@ -64,11 +70,30 @@ def run_job(
     result = job.execute_in_process(
         instance=on or instance(),
         raise_on_error=False,
-        # The command prints its own summary; Dagster's event log is in the UI.
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        # The command prints its own summary and a one-line reason on failure; Dagster's event log,
+        # tracebacks included, is in the UI (the console logger would print them at ERROR).
+        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         **kwargs,
     )
     return RunOutcome(success=result.success, run_id=result.run_id, problems=run_problems(result), result=result)
+
+
+def check_configuration() -> None:
+    """Judge every PENSIONSTRAEK_* value the code location's resources are fed from, without
+    connecting anywhere; raises ConfigError naming the variable (operations.md "Configuration":
+    a wrong value stops the run at once)."""
+    from pipelines.config import EXCHANGE_URL, parse_exchange_url
+    from pipelines.definitions import resources_from_env
+    from pipelines.exchange import SftpExchangeClient
+
+    resources = resources_from_env()  # judges PENSIONSTRAEK_KEEP_DELIVERIES and the register URL
+    exchange = resources["exchange"]
+    location = parse_exchange_url(exchange.url, EXCHANGE_URL)
+    if location.scheme == "sftp":
+        # Reads key and known_hosts (and refuses missing or unusable ones) but does not connect.
+        SftpExchangeClient(location, exchange.sftp_key, exchange.known_hosts, retries=0, backoff_seconds=0)
+    resources["partners"].partners()  # judges PENSIONSTRAEK_PARTNERS
+    resources["state"].store()  # judges PENSIONSTRAEK_STATE_URL (and makes the folder)
 
 
 def run_problems(result: dg.ExecuteInProcessResult) -> list[str]:

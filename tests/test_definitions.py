@@ -1,0 +1,169 @@
+"""The code location as operations.md "Dagster" describes it (issue 2, item 8): it loads from
+workspace.yaml, the assets are grouped by integration, period assets are monthly `YYYY-MM`
+partitions, checks of partitioned assets are partitioned too, the sensor ticks every 30 s, the
+settlement job is partitioned, and the resources come from the PENSIONSTRAEK_* variables."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from pipelines.config import ConfigError
+from pipelines.definitions import build_definitions, defs, resources_from_env
+from pipelines.exchange import ExchangeResource
+from pipelines.partitions import periode_partitions
+from pipelines.register import RegisterResource
+from pipelines.resources import PartnersResource, StateResource
+
+ROOT = Path(__file__).resolve().parent.parent
+
+GROUPS = {
+    "register": {"register/pensionssager", "register/pensionsberegning"},
+    "sf6110": {"sf6110/modtagne_filer", "sf6110/traekanmodninger"},
+    "settlement": {"settlement/aktive_anmodninger", "settlement/afregning"},
+    "sf6111": {"sf6111/specifikationslister", "sf6111/afsendelse"},
+    "sf2601": {"sf2601/udbetalinger", "sf2601/afsendelse"},
+}
+PERIOD_GROUPS = ("register", "settlement", "sf6111", "sf2601")
+
+
+def validate(env: dict[str, str]) -> subprocess.CompletedProcess:
+    dagster = Path(sys.executable).parent / "dagster"
+    command = [str(dagster)] if dagster.exists() else [sys.executable, "-m", "dagster"]
+    return subprocess.run(
+        [*command, "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT,
+        env=env,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def clean_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PENSIONSTRAEK_")}
+    (tmp_path / "dagster").mkdir(exist_ok=True)
+    (tmp_path / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env["DAGSTER_HOME"] = str(tmp_path / "dagster")
+    return env
+
+
+def test_dagster_definitions_validate_passes_from_the_root(tmp_path):
+    result = validate(clean_env(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pensionstraek" in result.stdout + result.stderr  # the code location workspace.yaml names
+
+
+def test_dagster_definitions_validate_fails_on_a_wrong_value(tmp_path):
+    result = validate({**clean_env(tmp_path), "PENSIONSTRAEK_KEEP_DELIVERIES": "maybe"})
+    assert result.returncode != 0
+    assert "PENSIONSTRAEK_KEEP_DELIVERIES" in result.stdout + result.stderr
+
+
+def test_the_assets_are_grouped_by_integration():
+    groups: dict[str, set[str]] = defaultdict(set)
+    for spec in defs.resolve_all_asset_specs():
+        groups[spec.group_name].add(spec.key.to_user_string())
+    assert dict(groups) == GROUPS
+
+
+def test_period_assets_use_monthly_partitions_keyed_yyyy_mm():
+    specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
+    for group in PERIOD_GROUPS:
+        for key in GROUPS[group]:
+            partitions = specs[key].partitions_def
+            assert isinstance(partitions, dg.MonthlyPartitionsDefinition), key
+            assert partitions == periode_partitions, key
+    keys = periode_partitions.get_partition_keys()
+    assert keys[0] == "2026-01"
+    assert all(re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", k) for k in keys)
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    # Consecutive months, no gaps (a backfill over a range needs every month in between).
+    months = [int(k[:4]) * 12 + int(k[5:]) for k in keys]
+    assert months == list(range(months[0], months[0] + len(months)))
+    # The intake is not a period asset: files, not months.
+    assert specs["sf6110/traekanmodninger"].partitions_def is None
+    assert isinstance(specs["sf6110/modtagne_filer"].partitions_def, dg.DynamicPartitionsDefinition)
+
+
+def test_every_check_on_a_partitioned_asset_is_partitioned_the_same_way():
+    graph = defs.resolve_asset_graph()
+    checks = sorted(graph.asset_check_keys, key=str)
+    assert len(checks) >= 10
+    partitioned = 0
+    for check in checks:
+        asset_partitions = graph.get(check.asset_key).partitions_def
+        check_partitions = graph.get_check_spec(check).partitions_def
+        if asset_partitions is not None:
+            partitioned += 1
+            assert check_partitions == asset_partitions, check
+    assert partitioned >= 8
+
+
+def test_the_sensor_watches_in_every_30_seconds_and_launches_intake():
+    sensor = defs.resolve_sensor_def("sf6110_indgang")
+    assert sensor.minimum_interval_seconds == 30
+    assert sensor.job_name == "sf6110_intake"
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_the_settlement_job_is_partitioned_by_period():
+    job = defs.resolve_job_def("maanedlig_afregning")
+    assert job.partitions_def == periode_partitions
+    schedule = defs.resolve_schedule_def("maanedlig_afregning")
+    assert schedule.job_name == "maanedlig_afregning"
+    assert schedule.execution_timezone == "Europe/Copenhagen"
+    selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert selected == set().union(*(GROUPS[g] for g in PERIOD_GROUPS))
+
+
+def test_build_definitions_takes_its_resources_from_the_environment(monkeypatch, tmp_path):
+    partners = tmp_path / "partners.toml"
+    partners.write_text("[[partner]]\naccount = 'kp'\nsf6110_for = '*'\n")
+    monkeypatch.setenv("PENSIONSTRAEK_EXCHANGE_URL", "sftp://udk@sftp.example:2222/udk-pension")
+    monkeypatch.setenv("PENSIONSTRAEK_SFTP_KEY", str(tmp_path / "id_ed25519"))
+    monkeypatch.setenv("PENSIONSTRAEK_SFTP_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
+    monkeypatch.setenv("PENSIONSTRAEK_REGISTER_URL", str(tmp_path / "register"))
+    monkeypatch.setenv("PENSIONSTRAEK_STATE_URL", str(tmp_path / "state"))
+    monkeypatch.setenv("PENSIONSTRAEK_PARTNERS", str(partners))
+    monkeypatch.setenv("PENSIONSTRAEK_KEEP_DELIVERIES", "true")
+
+    resources = build_definitions().resources
+    exchange, register, state, partners_resource = (resources[k] for k in ("exchange", "register", "state", "partners"))
+    assert isinstance(exchange, ExchangeResource)
+    assert (exchange.url, exchange.sftp_key, exchange.known_hosts) == (
+        "sftp://udk@sftp.example:2222/udk-pension",
+        str(tmp_path / "id_ed25519"),
+        str(tmp_path / "known_hosts"),
+    )
+    assert isinstance(register, RegisterResource) and register.url == str(tmp_path / "register")
+    assert isinstance(state, StateResource) and state.url == str(tmp_path / "state") and state.keep_deliveries is True
+    assert isinstance(partners_resource, PartnersResource) and partners_resource.path == str(partners)
+    assert partners_resource.partners().accounts == {"kp"}
+
+
+def test_without_variables_the_resources_default_to_var(monkeypatch):
+    for name in list(os.environ):
+        if name.startswith("PENSIONSTRAEK_"):
+            monkeypatch.delenv(name)
+    resources = resources_from_env()
+    assert resources["exchange"].url == "./var/exchange/udk-pension"
+    assert resources["register"].url == "./var/register"
+    assert resources["state"].url == "./var/state" and resources["state"].keep_deliveries is False
+    assert resources["partners"].path == ""
+    assert resources["partners"].partners().accounts == {"kp", "ky"}
+
+
+def test_a_wrong_value_stops_building_the_definitions(monkeypatch):
+    monkeypatch.setenv("PENSIONSTRAEK_KEEP_DELIVERIES", "maybe")
+    with pytest.raises(ConfigError, match="PENSIONSTRAEK_KEEP_DELIVERIES"):
+        build_definitions()
