@@ -40,6 +40,8 @@ def udbetalinger(
     context: dg.AssetExecutionContext, register: RegisterResource, state: StateResource
 ) -> dg.MaterializeResult:
     store = state.store()
+    # operations.md: numbers on every materialization, so the UI plots them over the periods.
+    totals = {"personer": 0, "brutto_oere": 0, "traek_oere": 0, "udbetalt_oere": 0}
 
     def files_of(periode: str):
         rows = sf2601_rows(
@@ -48,6 +50,9 @@ def udbetalinger(
             register.read("pensionsberegning", periode),
         )
         store.write_frame(f"periods/{periode}/sf2601.parquet", rows)
+        totals["personer"] += rows.height
+        for column in ("brutto_oere", "traek_oere", "udbetalt_oere"):
+            totals[column] += int(rows[column].sum())
         payday = udbetalingsdato(periode)
         for (kommunekode,), persons in rows.group_by("kommunekode", maintain_order=True):
             yield (
@@ -56,7 +61,8 @@ def udbetalinger(
                 lambda n, kk=kommunekode: sf2601_filnavn(kk, periode, n),
             )
 
-    return make_period_files(context, store, INTEGRATION, periods_of(context), files_of)
+    made = make_period_files(context, store, INTEGRATION, periods_of(context), files_of)
+    return dg.MaterializeResult(metadata={**made.metadata, **totals})
 
 
 @dg.asset(

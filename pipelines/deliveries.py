@@ -6,8 +6,11 @@ with the next Loebenummer." The content is compared as the file encoded with Loe
 
 `deliveries/<integration>/<periode>/<kommunekode>.json` lists the versions; a version's file is
 kept at `outgoing/<integration>/<periode>/<name>` from the moment it is made, and is sent through
-pipelines.outbox. A version that was made but never sent (a blocking check stopped the delivery)
-is replaced by the next content under the same Loebenummer, so numbers never have gaps."""
+pipelines.outbox. A version that was made but whose send never started (a blocking check stopped
+the delivery) is replaced by the next content under the same Loebenummer, so numbers have no gaps.
+A version whose send started (the outbox recorded it, even if it failed or crashed half-way) may
+have reached the municipality: its number and name are used up, and new content gets the next
+number (a gap only when that send in fact never reached the platform)."""
 
 from __future__ import annotations
 
@@ -38,9 +41,11 @@ def versions(state: StateStore, integration: str, periode: str, kommunekode: str
     return state.read_json(path)["versions"] if state.exists(path) else []
 
 
-def is_sent(state: StateStore, name: str) -> bool:
-    record = state.sent_record(name)
-    return record is not None and record["status"] != "sending"
+def send_started(state: StateStore, name: str) -> bool:
+    """Whether the outbox ever started sending `name`: it records the intent ("sending") before
+    anything reaches OUT/, so from then on the platform may have the file under that name, and
+    the name can never carry other bytes (pipelines.outbox refuses that)."""
+    return state.sent_record(name) is not None
 
 
 def make_version(
@@ -59,8 +64,14 @@ def make_version(
     if history and history[-1]["content_sha256"] == content:
         last = history[-1]
         return Version(integration, periode, kommunekode, last["loebenummer"], last["name"], changed=False)
-    if history and not is_sent(state, history[-1]["name"]):
+    if history and not send_started(state, history[-1]["name"]):
         history = history[:-1]  # never went out: its number is free again
+        if history and history[-1]["content_sha256"] == content:
+            # Back to the content last sent: the municipality has it already (operations.md:
+            # only content that differs is sent again).
+            state.write_json(_versions_path(integration, periode, kommunekode), {"versions": history})
+            last = history[-1]
+            return Version(integration, periode, kommunekode, last["loebenummer"], last["name"], changed=False)
     loebenummer = (history[-1]["loebenummer"] + 1) if history else 1
     name = filnavn(loebenummer)
     state.write(f"outgoing/{integration}/{periode}/{name}", encode(loebenummer))
