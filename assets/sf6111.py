@@ -20,6 +20,7 @@ from pipelines.calendar import udbetalingsdato
 from pipelines.exchange import ExchangeResource
 from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
 from pipelines.resources import PartnersResource, StateResource
+from pipelines.state import sha256_hex
 
 INTEGRATION = "SF6111"
 SPECIFIKATIONSLISTER = dg.AssetKey(["sf6111", "specifikationslister"])
@@ -79,10 +80,21 @@ def afsendelse(
 # --- checks on the files before they go out (blocking) ---------------------------------------------
 
 
+# Both blocking checks read every file of P; at national scale decoding (with schema validation)
+# is the larger part of their time, so one decoding per file content serves both.
+_decoded_by_content: dict[str, tuple[dict, pl.DataFrame]] = {}
+
+
 def _decoded(store, periode: str) -> list[tuple[str, dict, pl.DataFrame]]:
-    return [
-        (version.kommunekode, *decode_sf6111(data)) for version, data in period_versions(store, INTEGRATION, periode)
-    ]
+    result = []
+    for version, data in period_versions(store, INTEGRATION, periode):
+        digest = sha256_hex(data)
+        if digest not in _decoded_by_content:
+            if len(_decoded_by_content) > 1000:
+                _decoded_by_content.clear()
+            _decoded_by_content[digest] = decode_sf6111(data)
+        result.append((version.kommunekode, *_decoded_by_content[digest]))
+    return result
 
 
 @dg.asset_check(asset=SPECIFIKATIONSLISTER, name="filtotaler_stemmer", blocking=True, partitions_def=periode_partitions)
