@@ -6,14 +6,12 @@ functions, and write what they return. Money is integer øre throughout.
 
 from __future__ import annotations
 
-
 import polars as pl
 
 from contracts.codes import afvisningskoder, traekarter
+from contracts.sf6111 import AFREGNET, AFVIST, TRAEK_SCHEMA
 from pipelines.calendar import first_day
 
-AFREGNET = "AFREGNET"
-AFVIST = "AFVIST"
 
 # The request's identity (settlement.md "Which requests are active in P").
 REQUEST = ["kommunekode", "anmodning_id"]
@@ -31,20 +29,8 @@ ACTIVE_SCHEMA = pl.Schema(
     }
 )
 
-SETTLED_SCHEMA = pl.Schema(
-    {
-        "periode": pl.String,
-        "kommunekode": pl.String,
-        "anmodning_id": pl.String,
-        "cpr": pl.String,
-        "traekart": pl.String,
-        "anmodet_oere": pl.Int64,
-        "afregnet_oere": pl.Int64,
-        "status": pl.String,  # AFREGNET | AFVIST
-        "kode": pl.String,  # A01 | A02 | A03 | null
-        "tekst": pl.String,  # the code's text | null
-    }
-)
+# One row per active request with its outcome: the rows an SF6111 file is made of.
+SETTLED_SCHEMA = TRAEK_SCHEMA
 
 def active_requests(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
     """The requests active in `periode`, each with the amount and Traekart of its version in force.

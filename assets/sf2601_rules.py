@@ -8,19 +8,10 @@ from __future__ import annotations
 import polars as pl
 
 from assets.settlement_rules import AFREGNET
+from contracts.sf2601 import UDBETALING_SCHEMA
 
-SF2601_ROWS_SCHEMA = pl.Schema(
-    {
-        "kommunekode": pl.String,  # the case's administrationskommune: the file's recipient
-        "cpr": pl.String,
-        "pensionstype": pl.String,
-        "brutto_oere": pl.Int64,
-        "skat_oere": pl.Int64,
-        "netto_oere": pl.Int64,
-        "traek_oere": pl.Int64,
-        "udbetalt_oere": pl.Int64,
-    }
-)
+# One row per citizen in an SF2601 file: the codec's rows.
+SF2601_ROWS_SCHEMA = UDBETALING_SCHEMA
 
 
 def _paid_to_municipality(pensionssager: pl.DataFrame, pensionsberegning: pl.DataFrame) -> pl.DataFrame:

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import re
-import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 from lxml import etree
 
-from contracts.xmlsafe import XmlRefused, parse_xml
+from contracts.xmlsafe import XmlRefused, first_schema_error, load_schema, parse_xml
 
 SFTP_NS = "http://serviceplatformen.dk/xml/wsdl/soap11/SFTP/1/types"
 KOMBIT_SCHEMA = Path(__file__).parent / "kombit" / "SFTPTypes.xsd"
@@ -128,22 +126,12 @@ def trigger_for(name: str, data: bytes, sender: str, recipients: Sequence[str]) 
 
 # --- schema -----------------------------------------------------------------------------------------
 
-_schema_lock = threading.Lock()  # an lxml validator keeps its error log on itself: one at a time
-
-
-@lru_cache(maxsize=1)
-def _kombit_schema() -> etree.XMLSchema:
-    parser = etree.XMLParser(resolve_entities=False, no_network=True)
-    return etree.XMLSchema(etree.parse(str(KOMBIT_SCHEMA), parser))
 
 
 def _validate(root: etree._Element) -> None:
-    schema = _kombit_schema()
-    with _schema_lock:
-        if schema.validate(root):
-            return
-        error = schema.error_log[0]
-    raise EnvelopeError(f"not valid against the KOMBIT SFTP schema (line {error.line}): {error.message}")
+    problem = first_schema_error(load_schema(KOMBIT_SCHEMA), root)
+    if problem is not None:
+        raise EnvelopeError(f"not valid against the KOMBIT SFTP schema ({problem})")
 
 
 def validate_kombit(xml: bytes) -> None:

@@ -9,7 +9,6 @@ bytes (operations.md "Idempotency and audit"). Every file written validates agai
 from __future__ import annotations
 
 import datetime as dt
-from functools import cache
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +17,14 @@ from lxml import etree
 from contracts.cpr import mask_cpr
 from contracts.money import format_kroner, format_kroner_expr, parse_kroner, parse_kroner_expr
 from contracts.sf6111 import check_delivery, delivery_filnavn
-from contracts.xmlsafe import UNWRITABLE_XML_CHARS, escape_text, escape_text_expr, parse_xml
+from contracts.xmlsafe import (
+    UNWRITABLE_XML_CHARS,
+    escape_text,
+    escape_text_expr,
+    first_schema_error,
+    load_schema,
+    parse_xml,
+)
 
 SF2601_NS = "urn:oio:udk:pension:sf2601:1"
 SF2601_XSD = Path(__file__).with_name("sf2601.xsd")
@@ -153,18 +159,16 @@ def _checked_udbetalinger(kommunekode: str, udbetalinger: pl.DataFrame) -> pl.Da
 # --- Decoding -----------------------------------------------------------------------------------
 
 
-@cache
 def sf2601_schema() -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(SF2601_XSD)))
+    return load_schema(SF2601_XSD)
 
 
 def validate_sf2601(data: bytes) -> etree._Element:
     """Parse with the hardened parser and validate against sf2601.xsd; the root, or Sf2601Error."""
     root = parse_xml(data)
-    schema = sf2601_schema()
-    if not schema.validate(root):
-        error = schema.error_log.last_error
-        raise Sf2601Error(f"not a valid SF2601 file: line {error.line}: {error.message}")
+    problem = first_schema_error(sf2601_schema(), root)
+    if problem is not None:
+        raise Sf2601Error(f"not a valid SF2601 file: {problem}")
     return root
 
 

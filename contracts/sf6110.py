@@ -18,7 +18,6 @@ import codecs
 import datetime as dt
 import re
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import polars as pl
@@ -27,7 +26,7 @@ from lxml import etree
 from contracts.codes import afvisningskoder, afvisningstekst, traekarter
 from contracts.cpr import valid_cpr_expr
 from contracts.money import parse_kroner_expr
-from contracts.xmlsafe import XmlRefused, escape_text, escape_text_expr, parse_xml
+from contracts.xmlsafe import XmlRefused, escape_text, escape_text_expr, load_schema, parse_xml
 
 NS = "urn:oio:udk:pension:sf6110:1"
 KVITTERING_NS = "urn:oio:udk:pension:sf6110:kvittering:1"
@@ -112,16 +111,12 @@ _XSI = "{http://www.w3.org/2001/XMLSchema-instance}"
 _WITH_XSI_ATTRIBUTE = etree.XPath("//*[@*[namespace-uri() = 'http://www.w3.org/2001/XMLSchema-instance']]")
 
 
-@cache
 def request_schema() -> etree.XMLSchema:
-    """`sf6110.xsd`, loaded once."""
-    return etree.XMLSchema(etree.parse(str(HERE / "sf6110.xsd")))
+    return load_schema(HERE / "sf6110.xsd")
 
 
-@cache
 def kvittering_schema() -> etree.XMLSchema:
-    """`sf6110_kvittering.xsd`, loaded once."""
-    return etree.XMLSchema(etree.parse(str(HERE / "sf6110_kvittering.xsd")))
+    return load_schema(HERE / "sf6110_kvittering.xsd")
 
 
 def _encoding_problem(data: bytes) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from functools import cache
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +18,14 @@ from lxml import etree
 from contracts.codes import kommunekoder
 from contracts.cpr import mask_cpr
 from contracts.money import format_kroner, format_kroner_expr, parse_kroner, parse_kroner_expr
-from contracts.xmlsafe import UNWRITABLE_XML_CHARS, escape_text, escape_text_expr, parse_xml
+from contracts.xmlsafe import (
+    UNWRITABLE_XML_CHARS,
+    escape_text,
+    escape_text_expr,
+    first_schema_error,
+    load_schema,
+    parse_xml,
+)
 
 SF6111_NS = "urn:oio:udk:pension:sf6111:1"
 SF6111_XSD = Path(__file__).with_name("sf6111.xsd")
@@ -205,18 +211,16 @@ def _checked_traek(kommunekode: str, periode: str, traek: pl.DataFrame) -> pl.Da
 # --- Decoding -----------------------------------------------------------------------------------
 
 
-@cache
 def sf6111_schema() -> etree.XMLSchema:
-    return etree.XMLSchema(etree.parse(str(SF6111_XSD)))
+    return load_schema(SF6111_XSD)
 
 
 def validate_sf6111(data: bytes) -> etree._Element:
     """Parse with the hardened parser and validate against sf6111.xsd; the root, or Sf6111Error."""
     root = parse_xml(data)
-    schema = sf6111_schema()
-    if not schema.validate(root):
-        error = schema.error_log.last_error
-        raise Sf6111Error(f"not a valid SF6111 file: line {error.line}: {error.message}")
+    problem = first_schema_error(sf6111_schema(), root)
+    if problem is not None:
+        raise Sf6111Error(f"not a valid SF6111 file: {problem}")
     return root
 
 

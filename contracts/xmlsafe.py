@@ -6,6 +6,10 @@ document with any DOCTYPE is refused outright (sf6110.md F01: a hardened parser 
 from __future__ import annotations
 
 import polars as pl
+import threading
+from functools import cache
+from pathlib import Path
+
 from lxml import etree
 
 
@@ -22,6 +26,27 @@ def _parser() -> etree.XMLParser:
         huge_tree=False,
         remove_blank_text=False,
     )
+
+
+@cache
+def load_schema(path: Path) -> etree.XMLSchema:
+    """One of the project's XML schemas, loaded once (no network, no entities)."""
+    parser = etree.XMLParser(resolve_entities=False, no_network=True)
+    return etree.XMLSchema(etree.parse(str(path), parser))
+
+
+# An XMLSchema's error log belongs to the schema object: validations in threads (the Dagster
+# daemon's sensors, say) must not interleave.
+_validation_lock = threading.Lock()
+
+
+def first_schema_error(schema: etree.XMLSchema, root: etree._Element) -> str | None:
+    """None when `root` is valid against `schema`, else `line N: message` of its first error."""
+    with _validation_lock:
+        if schema.validate(root):
+            return None
+        error = schema.error_log[0]
+    return f"line {error.line}: {error.message}"
 
 
 def parse_xml(data: bytes) -> etree._Element:
