@@ -48,15 +48,10 @@ def main() -> int:
 
         from contracts.envelope import encode_trigger, trigger_for
         from pipelines.calendar import TZ, first_open_period
-        from pipelines.config import default_partners
         from pipelines.emulator import route
-        from pipelines.exchange import ExchangeResource
         from pipelines.generate import generate_register
         from pipelines.generate_sf6110 import generate_request_files
-        from pipelines.intake import run_intake
-        from pipelines.register import RegisterResource
         from pipelines.runner import run_job
-        from pipelines.state import StateStore
 
         periode = first_open_period(dt.datetime.now(TZ))
         for account in ("udk-pension", "kp", "ky"):
@@ -82,19 +77,21 @@ def main() -> int:
         route(var / "exchange")
         print(f"route (emulator): {time.perf_counter() - started:6.1f} s")
 
-        register = RegisterResource.from_env()
+        instance = dg.DagsterInstance.ephemeral()
         started = time.perf_counter()
-        with ExchangeResource.from_env().open() as client:
-            report = run_intake(client, StateStore(str(var / "state")), default_partners(), register.newest_pensionssager)
+        intake = run_job("sf6110_intake", on=instance)  # the production path: asset and its checks
         intake_seconds = time.perf_counter() - started
-        counts = report.counts()
+        if not intake.success:
+            print("intake failed: " + "; ".join(intake.problems))
+            return 1
+        figures = intake.metadata("sf6110/traekanmodninger")
         print(
-            f"INTAKE {len(report.files)} files, {counts['anmodninger_modtaget']:,} registered, "
-            f"{counts['anmodninger_afvist']:,} rejected, kvitteringer sent: {intake_seconds:6.1f} s  (target < 30 s)"
+            f"INTAKE {figures['filer']} files, {figures['anmodninger_modtaget']:,} registered, "
+            f"{figures['anmodninger_afvist']:,} rejected, kvitteringer sent, asset checks included: "
+            f"{intake_seconds:6.1f} s  (target < 30 s)"
         )
         route(var / "exchange")
 
-        instance = dg.DagsterInstance.ephemeral()
         started = time.perf_counter()
         outcome = run_job("maanedlig_afregning", first_periode=periode, on=instance)
         settle_seconds = time.perf_counter() - started

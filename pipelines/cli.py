@@ -38,7 +38,7 @@ def cmd_intake(args: argparse.Namespace) -> int:
     outcome = run_job("sf6110_intake")
     if not outcome.success:
         return _fail(f"intake failed (run {outcome.run_id[:8]} in the Dagster UI): " + "; ".join(outcome.problems))
-    metadata = _materialization_metadata(outcome, "sf6110/traekanmodninger")
+    metadata = outcome.metadata("sf6110/traekanmodninger")
     print(
         f"intake (run {outcome.run_id[:8]}): {metadata.get('filer', 0)} fil(er): "
         f"{metadata.get('filer_modtaget', 0)} modtaget, {metadata.get('filer_afvist', 0)} afvist, "
@@ -62,9 +62,9 @@ def cmd_settle(args: argparse.Namespace) -> int:
             f"settlement of {args.periode} failed (run {outcome.run_id[:8]} in the Dagster UI): "
             + "; ".join(outcome.problems)
         )
-    settled = _materialization_metadata(outcome, "settlement/afregning")
-    sf6111 = _materialization_metadata(outcome, "sf6111/afsendelse")
-    sf2601 = _materialization_metadata(outcome, "sf2601/afsendelse")
+    settled = outcome.metadata("settlement/afregning")
+    sf6111 = outcome.metadata("sf6111/afsendelse")
+    sf2601 = outcome.metadata("sf2601/afsendelse")
     span = args.periode if not args.to else f"{args.periode}..{args.to}"
     print(
         f"afregning {span} (run {outcome.run_id[:8]}): {settled.get('anmodninger', 0)} aktive anmodninger, "
@@ -73,16 +73,6 @@ def cmd_settle(args: argparse.Namespace) -> int:
         f"SF2601 sendt: {sf2601.get('filer_sendt', 0)}"
     )
     return 0
-
-
-def _materialization_metadata(outcome, key: str) -> dict:
-    import dagster as dg
-
-    for event in outcome.result.get_asset_materialization_events():
-        materialization = event.step_materialization_data.materialization
-        if materialization.asset_key == dg.AssetKey(key.split("/")):
-            return {k: v.value for k, v in materialization.metadata.items()}
-    return {}
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -38,6 +38,14 @@ class RunOutcome:
     problems: list[str]
     result: dg.ExecuteInProcessResult
 
+    def metadata(self, key: str) -> dict:
+        """The metadata values of the run's materialization of asset `key` ("group/name")."""
+        for event in self.result.get_asset_materialization_events():
+            materialization = event.step_materialization_data.materialization
+            if materialization.asset_key == dg.AssetKey(key.split("/")):
+                return {k: v.value for k, v in materialization.metadata.items()}
+        return {}
+
 
 def run_job(
     job_name: str,
