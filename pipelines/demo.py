@@ -156,6 +156,8 @@ def _second_round(ledger: pl.DataFrame, sager: pl.DataFrame, periode: str, first
             _instruction(f"DEMO-{kommunekode}-UKENDT", aendr["cpr"], "OPHOER", None, periode, None),  # U08
             _instruction(f"DEMO-{kommunekode}-LUKKET", aendr["cpr"], "OPRET", "MAD", previous_periode(periode), "300"),  # U06
             _instruction(f"DEMO-{kommunekode}-CPR", "3102501234", "OPRET", "MAD", periode, "300"),  # U01 CPR
+            # Born 1925: a valid CPR, but nobody in the register (born 1930–1965): U03.
+            _instruction(f"DEMO-{kommunekode}-UDEN-SAG", "0101251234", "OPRET", "MAD", periode, "300"),
         ]
         frame = pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA).with_columns(
             position=pl.int_range(pl.len(), dtype=pl.Int32)
