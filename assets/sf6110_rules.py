@@ -12,10 +12,8 @@ exactly once) is pipelines/intake.py.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
@@ -30,10 +28,10 @@ from contracts.sf6110 import (
     decode_request_file,
     u01_element_expr,
 )
+from pipelines.calendar import TZ
 from pipelines.calendar import first_open_period as calendar_first_open_period
 from pipelines.config import Partners
-
-TZ = ZoneInfo("Europe/Copenhagen")
+from pipelines.state import sha256_hex
 
 OUTCOME_SCHEMA = pl.Schema(
     {
@@ -56,10 +54,6 @@ class FileDecision:
     kommunekode: str  # for the kvittering: the file's code if in kommuner.csv, else "0000"
     outcomes: pl.DataFrame  # OUTCOME_SCHEMA, one row per instruction in file order (none if AFVIST)
     registered: pl.DataFrame  # LEDGER_SCHEMA rows of the accepted instructions
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def received_second(received: dt.datetime) -> dt.datetime:

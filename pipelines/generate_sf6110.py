@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from zoneinfo import ZoneInfo
 
 import polars as pl
 
 from contracts.money import format_kroner_expr
 from contracts.sf6110 import INSTRUCTION_SCHEMA, POST, encode_request_file
-from pipelines.calendar import parse_periode
+from pipelines.calendar import TZ, parse_periode
 
-TZ = ZoneInfo("Europe/Copenhagen")
 
 # Traekart and its share of the requests in per cent (cumulative bounds below), with the texts a
 # municipality would write in its Specifikation.
