@@ -9,7 +9,6 @@ fixed indentation, rows in byte order), so an unchanged period re-encodes to ide
 from __future__ import annotations
 
 import datetime as dt
-import re
 from pathlib import Path
 
 import polars as pl
@@ -17,7 +16,12 @@ from lxml import etree
 
 from contracts.codes import kommunekoder
 from contracts.cpr import mask_cpr
-from contracts.money import format_kroner, format_kroner_expr, parse_kroner, parse_kroner_expr
+from contracts.money import (
+    format_kroner,
+    format_kroner_expr,
+    parse_kroner,
+    parse_kroner_expr,
+)
 from contracts.xmlsafe import (
     UNWRITABLE_XML_CHARS,
     escape_text,
@@ -26,6 +30,7 @@ from contracts.xmlsafe import (
     load_schema,
     parse_xml,
 )
+from pipelines.calendar import parse_periode
 
 SF6111_NS = "urn:oio:udk:pension:sf6111:1"
 SF6111_XSD = Path(__file__).with_name("sf6111.xsd")
@@ -62,7 +67,6 @@ _TRAEK_ELEMENTS = [
 _AMOUNTS = {"anmodet_oere", "afregnet_oere"}
 
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
-_PERIODE = re.compile(r"[0-9]{4}-(0[1-9]|1[0-2])")
 
 
 class Sf6111Error(ValueError):
@@ -79,8 +83,7 @@ def check_delivery(kommunekode: str, periode: str, loebenummer: int) -> None:
         raise ValueError(
             f"kommunekode {kommunekode!r} is not one of contracts/kommuner.csv (four digits, e.g. '0101')"
         )
-    if not isinstance(periode, str) or not _PERIODE.fullmatch(periode):
-        raise ValueError(f"periode {periode!r} is not a period: write it as YYYY-MM, e.g. 2027-02")
+    parse_periode(periode)  # ValueError naming the fix
     if isinstance(loebenummer, bool) or not isinstance(loebenummer, int) or not 1 <= loebenummer <= 999:
         raise ValueError(
             f"loebenummer {loebenummer!r} must be a whole number 1–999 (the file name has three digits)"
