@@ -6,7 +6,6 @@ and the instance."""
 from __future__ import annotations
 
 import datetime as dt
-import decimal
 import json
 import logging
 import random
@@ -25,6 +24,7 @@ from pipelines.definitions import build_definitions
 from pipelines.exchange import LocalExchangeClient
 from pipelines.outbox import send
 from pipelines.resources import StateResource
+from tests.registers import case_row
 from tests.world import World, copenhagen, request_file
 
 # --- the people of the register (pensionssager 2026-10) -----------------------------------------
@@ -40,27 +40,13 @@ SNAPSHOT = "2026-10"
 
 
 def case(cpr: str, bopael: str, administration: str | None = None, sagsstatus: str = "AKTIV") -> dict:
-    return {
-        "cpr": cpr,
-        "pensionstype": "FP",
-        "sagsstatus": sagsstatus,
-        "bopaelskommune": bopael,
-        "bevillingskommune": bopael,
-        "administrationskommune": administration,
-        "under_administration": administration is not None,
-        "udbetaling_til_kommune": False,
-        "doedsdato": None,
-        "forud_bagud": "BAGUD",
-        "tillaegsprocent": decimal.Decimal("100.00"),
-        "helbredsprocent": None,
-        "samlevende": False,
-        "samlever_cpr": None,
-        "formue_oere": None,
-        "pensionsbroek": "40/40",
-        "tilkendelsesdato": dt.date(2010, 1, 1),
-        "bistands_plejetillaeg": False,
-        "udlandsophold": False,
-    }
+    return case_row(
+        cpr,
+        bopael,
+        sagsstatus=sagsstatus,
+        administrationskommune=administration,
+        under_administration=administration is not None,
+    )
 
 
 CASES = [

@@ -31,6 +31,7 @@ from contracts.register import (
 from pipelines.config import REGISTER_URL, ConfigError
 from pipelines.generate import generate_register
 from pipelines.register import RegisterError, RegisterResource
+from tests.registers import case_row
 
 JUDGED_ON = dt.date(2027, 2, 28)
 PERIODE = "2027-02"
@@ -38,28 +39,8 @@ FULL_CPR = re.compile(r"[0-9]{10}")
 
 
 def sag(cpr: str = "0101401234", **overrides) -> dict:
-    row = {
-        "cpr": cpr,
-        "pensionstype": "FP",
-        "sagsstatus": "AKTIV",
-        "bopaelskommune": "0101",
-        "bevillingskommune": "0101",
-        "administrationskommune": None,
-        "under_administration": False,
-        "udbetaling_til_kommune": False,
-        "doedsdato": None,
-        "forud_bagud": "BAGUD",
-        "tillaegsprocent": Decimal("100.00"),
-        "helbredsprocent": None,
-        "samlevende": False,
-        "samlever_cpr": None,
-        "formue_oere": 12_345_600,
-        "pensionsbroek": "40/40",
-        "tilkendelsesdato": dt.date(2007, 1, 1),
-        "bistands_plejetillaeg": False,
-        "udlandsophold": False,
-    }
-    return row | overrides
+    defaults = {"bevillingskommune": "0101", "formue_oere": 12_345_600, "tilkendelsesdato": dt.date(2007, 1, 1)}
+    return case_row(cpr, **(defaults | overrides))
 
 
 def sager(*rows: dict) -> pl.DataFrame:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
@@ -41,6 +40,7 @@ from pipelines.calendar import cutoff
 from pipelines.generate import generate_register
 from pipelines.generate_sf6110 import generate_request_files
 from pipelines.runner import RANGE_END_TAG, RANGE_START_TAG, RunOutcome
+from tests.registers import case_row
 from tests.world import World, copenhagen, request_file
 
 P = "2026-10"
@@ -56,29 +56,7 @@ EVERYONE = (A, B, C, D, E, G, H, I, J, K)
 
 
 def sag(cpr: str, bopael: str, **changes) -> dict:
-    row = {
-        "cpr": cpr,
-        "pensionstype": "FP",
-        "sagsstatus": "AKTIV",
-        "bopaelskommune": bopael,
-        "bevillingskommune": bopael,
-        "administrationskommune": None,
-        "under_administration": False,
-        "udbetaling_til_kommune": False,
-        "doedsdato": None,
-        "forud_bagud": "BAGUD",
-        "tillaegsprocent": Decimal("100.00"),
-        "helbredsprocent": None,
-        "samlevende": False,
-        "samlever_cpr": None,
-        "formue_oere": None,
-        "pensionsbroek": "40/40",
-        "tilkendelsesdato": dt.date(2010, 1, 1),
-        "bistands_plejetillaeg": False,
-        "udlandsophold": False,
-    }
-    assert set(changes) <= set(row), changes
-    return row | changes
+    return case_row(cpr, bopael, **changes)
 
 
 def beregning(cpr: str, periode: str, brutto: int, skat: int, udbetales: bool = True) -> dict:
