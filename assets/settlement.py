@@ -20,6 +20,7 @@ from assets.sf6110 import TRAEKANMODNINGER
 from contracts.money import format_kroner
 from pipelines.calendar import cutoff
 from pipelines.exchange import ExchangeResource
+from pipelines.intake import unprocessed
 from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
 from pipelines.register import RegisterError, RegisterResource
 from pipelines.resources import StateResource
@@ -40,12 +41,12 @@ def read_period_frame(store: StateStore, periode: str, table: str) -> pl.DataFra
     return store.read_frame(path)
 
 
-def readiness_problems(client, register: RegisterResource, periode: str) -> list[str]:
+def readiness_problems(client, store: StateStore, register: RegisterResource, periode: str) -> list[str]:
     """settlement.md "Readiness": nothing received before P's cut-off may still be waiting, and
     the register must have both tables for P. The wall clock plays no part."""
     problems = []
     deadline = cutoff(periode)
-    waiting = [d for d in client.list_deliveries() if d.received < deadline]
+    waiting = [d for d in unprocessed(client.list_deliveries(), store) if d.received < deadline]
     if waiting:
         problems.append(
             f"{len(waiting)} SF6110-filer modtaget før fristen for {periode} ({deadline.isoformat()}) "
@@ -78,7 +79,7 @@ def aktive_anmodninger(
 ) -> dg.MaterializeResult:
     store = state.store()
     with exchange.open() as client:
-        problems = [p for periode in periods_of(context) for p in readiness_problems(client, register, periode)]
+        problems = [p for periode in periods_of(context) for p in readiness_problems(client, store, register, periode)]
     if problems:
         raise dg.Failure(description="Afregningen kan ikke køre: " + "; ".join(problems))
 

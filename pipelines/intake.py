@@ -322,6 +322,14 @@ def quarantined(state: StateStore) -> list[dict]:
     ]
 
 
+def unprocessed(deliveries: list[Delivery], state: StateStore) -> list[Delivery]:
+    """The deliveries that intake has neither decided nor quarantined. Usually that is all of
+    IN/, but with kept deliveries (PENSIONSTRAEK_KEEP_DELIVERIES) processed ones stay there."""
+    done = {(d["filnavn"], d["modtaget"]) for d in state.decisions()}
+    done |= {(q["filnavn"], q["modtaget"]) for q in quarantined(state)}
+    return [d for d in deliveries if (d.name, d.received.isoformat()) not in done]
+
+
 @dataclass(frozen=True)
 class InstructionContract:
     instructions: int

@@ -37,8 +37,10 @@ from contracts.sf6110 import decode_request_file
 from contracts.sf6111 import decode_sf6111
 from pipelines import cli
 from pipelines.calendar import cutoff
+from pipelines.definitions import build_definitions
 from pipelines.generate import generate_register
 from pipelines.generate_sf6110 import generate_request_files
+from pipelines.resources import StateResource
 from pipelines.runner import RANGE_END_TAG, RANGE_START_TAG, RunOutcome
 from tests.registers import case_row
 from tests.world import World, copenhagen, request_file
@@ -547,6 +549,22 @@ def test_a_late_instruction_received_before_the_cutoff_blocks_the_period_then_co
     assert rows["anmodning_id"].to_list() == ["AAR-A1", "AAR-E1", "AAR-E2"]
     # KBH-B4 starts in 2026-11: 0101's file for P is unchanged and not sent again.
     assert w.in_names("kp", "SF6111_0101_*.xml") == ["SF6111_0101_202610_001.xml"]
+
+
+def test_with_kept_deliveries_processed_files_in_in_do_not_block_the_period(tmp_path: Path) -> None:
+    w = new_world(tmp_path)
+    w._defs = build_definitions(w.resources() | {"state": StateResource(url=str(w.state_dir), keep_deliveries=True)})
+    take_in_month(w)
+    assert len(w.in_names("udk-pension", "SF6110_*.metadata")) == len(MONTH_FILES)  # kept, and decided
+
+    settled = w.settle(P)
+    assert settled.success, settled.problems
+
+    late = "SF6110_0751_20261012090000.xml"
+    w.deliver(late, request_file("0751", [opret("AAR-E2", E, "MAD", "600.00")]), received=copenhagen(2026, 10, 12, 9, 0))
+    refused = w.settle(P)
+    assert not refused.success
+    assert any("1 SF6110-filer modtaget før fristen" in p for p in refused.problems), refused.problems
 
 
 # --- 5. readiness ---------------------------------------------------------------------------------
