@@ -90,7 +90,7 @@ def check_configuration() -> None:
     """Judge every PENSIONSTRAEK_* value the code location's resources are fed from, without
     connecting anywhere; raises ConfigError naming the variable (operations.md "Configuration":
     a wrong value stops the run at once)."""
-    from pipelines.config import EXCHANGE_URL, parse_exchange_url
+    from pipelines.config import EXCHANGE_URL, STATE_URL, check_local_or_url, parse_exchange_url
     from pipelines.definitions import resources_from_env
     from pipelines.exchange import SftpExchangeClient
 
@@ -101,7 +101,7 @@ def check_configuration() -> None:
         # Reads key and known_hosts (and refuses missing or unusable ones) but does not connect.
         SftpExchangeClient(location, exchange.sftp_key, exchange.known_hosts, retries=0, backoff_seconds=0)
     resources["partners"].partners()  # judges PENSIONSTRAEK_PARTNERS
-    resources["state"].store()  # judges PENSIONSTRAEK_STATE_URL (and makes the folder)
+    check_local_or_url(STATE_URL, resources["state"].url)  # judged without making anything
 
 
 def run_problems(result: dg.ExecuteInProcessResult) -> list[str]:
