@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -15,3 +16,14 @@ def sftp_server() -> Iterator[SftpServer]:
     (tests/sshd.py); fails under CI=true and skips otherwise when it cannot run here."""
     with running_sftp_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def the_checkout_var_is_left_alone() -> Iterator[None]:
+    """No test may write into the checkout's ./var (the demo's and an operator's world): every
+    test works in its own temporary folders."""
+    var = Path(__file__).resolve().parent.parent / "var"
+    before = sorted(str(p) for p in var.rglob("*")) if var.exists() else None
+    yield
+    after = sorted(str(p) for p in var.rglob("*")) if var.exists() else None
+    assert after == before, f"the tests changed {var}: {sorted(set(after or []) - set(before or []))[:5]}"
