@@ -20,6 +20,7 @@ from pipelines.resources import PartnersResource, StateResource
 
 TRAEKANMODNINGER = dg.AssetKey(["sf6110", "traekanmodninger"])
 MODTAGNE_FILER = dg.AssetKey(["sf6110", "modtagne_filer"])
+INTAKE_JOB_NAME = "sf6110_intake"
 
 # One partition per delivered file: `<modtaget YYYYMMDDThhmmssZ>_<file name>`, so the partitions
 # list reads in the order the files were received.
@@ -196,9 +197,12 @@ def anmodninger_overholder_formatet(
     masked examples. Municipalities' mistakes are everyday business, so this warns, never blocks."""
     store = state.store()
     decisions = [d for d in store.decisions() if d["status"] == "MODTAGET"]
-    run_ids = {d.get("run_id", "") for d in decisions}
-    # Within the intake run: its own files. Run alone from the UI: the files of the latest intake.
-    run_id = context.run.run_id if context.run.run_id in run_ids else max(decisions, key=lambda d: d["decided_at"], default={}).get("run_id")
+    # Within an intake run: that run's own files (none when nothing waited). Run alone from the
+    # UI: the files of the latest intake that decided any.
+    if context.run.job_name == INTAKE_JOB_NAME:
+        run_id = context.run.run_id
+    else:
+        run_id = max(decisions, key=lambda d: d["decided_at"], default={}).get("run_id")
     judged = [d for d in decisions if d.get("run_id") == run_id]
     by_element: Counter = Counter()
     examples: list[str] = []
@@ -223,7 +227,7 @@ def anmodninger_overholder_formatet(
 
 
 intake_job = dg.define_asset_job(
-    "sf6110_intake",
+    INTAKE_JOB_NAME,
     selection=dg.AssetSelection.assets(TRAEKANMODNINGER),
     description="One intake pass over IN/ (what the sensor and `pensionstraek intake` launch).",
 )

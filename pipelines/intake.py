@@ -356,8 +356,9 @@ def instruction_contract(state: StateStore, decision: dict) -> InstructionContra
             cases.select(pl.col("index").cast(pl.UInt32), "check"), on="index"
         )
         examples = [
-            mask_text(f"{decision['filnavn']} nr. {r['position'] + 1} ({r['anmodning_id']!s:.36}): {r['check']}")
-            + f", CPR {mask_cpr(r['cpr'])}"
+            # Only the municipality's own id may hide a CPR; the file name's digits are a timestamp.
+            f"{decision['filnavn']} nr. {r['position'] + 1} ({mask_text(str(r['anmodning_id'])[:36])}): "
+            f"{r['check']}, CPR {mask_cpr(r['cpr'])}"
             for r in rows.head(3).iter_rows(named=True)
         ]
         return InstructionContract(
