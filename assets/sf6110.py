@@ -6,7 +6,6 @@ pipelines/intake.py. This module only shows the outcome."""
 
 
 import datetime as dt
-
 from collections import Counter
 
 import dagster as dg
@@ -14,7 +13,13 @@ import polars as pl
 
 from contracts.codes import kommuner
 from pipelines.exchange import ExchangeResource
-from pipelines.intake import QUARANTINED, FileReport, instruction_contract, quarantined, run_intake
+from pipelines.intake import (
+    QUARANTINED,
+    FileReport,
+    instruction_contract,
+    quarantined,
+    run_intake,
+)
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 

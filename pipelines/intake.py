@@ -26,9 +26,20 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from assets.sf6110_rules import judge_file
-from contracts.envelope import METADATA_SUFFIX, EnvelopeError, decode_metadata, is_valid_envelope_name
 from contracts.cpr import mask_cpr, mask_text
-from contracts.sf6110 import RequestFile, decode_request_file, encode_kvittering, instruction_schema, kvittering_filnavn
+from contracts.envelope import (
+    METADATA_SUFFIX,
+    EnvelopeError,
+    decode_metadata,
+    is_valid_envelope_name,
+)
+from contracts.sf6110 import (
+    RequestFile,
+    decode_request_file,
+    encode_kvittering,
+    instruction_schema,
+    kvittering_filnavn,
+)
 from pipelines.calendar import TZ
 from pipelines.config import Partners
 from pipelines.exchange import Delivery, ExchangeClient

@@ -10,8 +10,16 @@ from assets.sf6110 import (
     modtagne_filer,
     traekanmodninger,
 )
-
-from tests.test_intake import ALICE, CARL, UFOEDT, check_evaluations, event_texts, new_world, opret, unmasked_cprs
+from tests.test_intake import (
+    ALICE,
+    CARL,
+    UFOEDT,
+    check_evaluations,
+    event_texts,
+    new_world,
+    opret,
+    unmasked_cprs,
+)
 from tests.world import request_file
 
 RECEIVED = dt.datetime(2026, 10, 20, 9, 0, tzinfo=dt.timezone.utc)
