@@ -15,10 +15,13 @@ from contracts.codes import kommuner
 from pipelines.exchange import ExchangeResource
 from pipelines.intake import (
     QUARANTINED,
+    REPEATED,
+    UNDECIDED,
     FileReport,
     instruction_contract,
     quarantined,
     run_intake,
+    undecided,
 )
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
@@ -92,6 +95,8 @@ def traekanmodninger(
             register.newest_pensionssager,
             keep=state.keep_deliveries,
             run_id=context.run_id,
+            max_bytes=state.max_sf6110_bytes,
+            orphan_after_seconds=state.orphan_data_seconds,
         )
 
     keys = [file_partition_key(f) for f in report.files]
@@ -111,6 +116,14 @@ def traekanmodninger(
             "filer_modtaget": counts["filer_modtaget"],
             "filer_afvist": counts["filer_afvist"],
             "filer_karantaene": counts[f"filer_{QUARANTINED.lower()}"],
+            "filer_gentaget": counts[f"filer_{REPEATED.lower()}"],
+            # sf6110.md: could not be judged for a reason of our own; waiting, tried again next run
+            "filer_uafgjort": counts[f"filer_{UNDECIDED.lower()}"],
+            "uafgjorte_filer": ", ".join(f.filnavn for f in report.undecided),
+            "ukendte_poster_i_in": len(report.strays),
+            "ukendte_poster": dg.MetadataValue.md(
+                "\n".join(f"- `{s.name!r}`: {s.reason}" for s in report.strays[:20]) or "ingen"
+            ),
             "anmodninger_modtaget": counts["anmodninger_modtaget"],
             "anmodninger_afvist": counts["anmodninger_afvist"],
             **{f"antal_{kode}": n for kode, n in sorted(counts.items()) if kode[:1] in "FU" and kode[1:].isdigit()},
@@ -147,6 +160,41 @@ def ingen_filer_i_karantaene(state: StateResource) -> dg.AssetCheckResult:
             "filer": dg.MetadataValue.md(
                 "\n".join(f"- {e['modtaget']} {e['filnavn']}: {e['reason']}" for e in entries[:20]) or "ingen"
             ),
+        },
+    )
+
+
+@dg.asset_check(asset=TRAEKANMODNINGER, name="alle_filer_afgjort")
+def alle_filer_afgjort(state: StateResource) -> dg.AssetCheckResult:
+    """sf6110.md "never holds up other deliveries": a file that could not be judged for a reason
+    of our own (a bug, a resource limit) waits archived in IN/ and is tried again by every run;
+    this fails (ERROR, blocking nothing) while any archived delivery has no decision."""
+    waiting = undecided(state.store())
+    return dg.AssetCheckResult(
+        passed=not waiting,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "antal_uafgjort": len(waiting),
+            "filer": dg.MetadataValue.md(
+                "\n".join(f"- {w['filnavn']} ({w['file_transfer_uuid']})" for w in waiting[:20]) or "ingen"
+            ),
+        },
+    )
+
+
+@dg.asset_check(asset=TRAEKANMODNINGER, name="ingen_ukendte_poster_i_in")
+def ingen_ukendte_poster_i_in(exchange: ExchangeResource, state: StateResource) -> dg.AssetCheckResult:
+    """exchange.md "Nothing in IN/ is ignored silently": an entry that cannot be a delivery and
+    that intake cannot set aside (a link, a folder, a FIFO; a plain one goes to quarantine and
+    shows in `ingen_filer_i_karantaene`) stays in IN/ and fails this (WARN) until it is removed."""
+    with exchange.open() as client:
+        strays = client.list_strays(state.orphan_data_seconds)
+    return dg.AssetCheckResult(
+        passed=not strays,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "antal": len(strays),
+            "poster": dg.MetadataValue.md("\n".join(f"- `{s.name!r}`: {s.reason}" for s in strays[:20]) or "ingen"),
         },
     )
 
@@ -239,6 +287,12 @@ intake_job = dg.define_asset_job(
 
 sf6110_defs = dg.Definitions(
     assets=[modtagne_filer, traekanmodninger],
-    asset_checks=[ingen_filer_i_karantaene, afvisningsrate_pr_kommune, anmodninger_overholder_formatet],
+    asset_checks=[
+        ingen_filer_i_karantaene,
+        alle_filer_afgjort,
+        ingen_ukendte_poster_i_in,
+        afvisningsrate_pr_kommune,
+        anmodninger_overholder_formatet,
+    ],
     jobs=[intake_job],
 )

@@ -42,11 +42,19 @@ def cmd_intake(args: argparse.Namespace) -> int:
     print(
         f"intake (run {outcome.run_id[:8]}): {metadata.get('filer', 0)} fil(er): "
         f"{metadata.get('filer_modtaget', 0)} modtaget, {metadata.get('filer_afvist', 0)} afvist, "
-        f"{metadata.get('filer_karantaene', 0)} i karantæne; "
+        f"{metadata.get('filer_karantaene', 0)} i karantæne, {metadata.get('filer_gentaget', 0)} gentaget, "
+        f"{metadata.get('filer_uafgjort', 0)} uafgjort; "
         f"{metadata.get('anmodninger_modtaget', 0)} anmodninger registreret, "
         f"{metadata.get('anmodninger_afvist', 0)} afvist; "
-        f"{metadata.get('tekniske_kvitteringer', 0)} teknisk(e) kvittering(er) registreret"
+        f"{metadata.get('tekniske_kvitteringer', 0)} teknisk(e) kvittering(er) registreret; "
+        f"{metadata.get('ukendte_poster_i_in', 0)} ukendt(e) post(er) i IN/"
     )
+    if metadata.get("filer_uafgjort"):
+        # docs/decisions.md: a file we could not judge is a failure of ours, so the exit status says so.
+        return _fail(
+            f"{metadata['filer_uafgjort']} fil(er) kunne ikke afgøres og prøves igen ved næste kørsel: "
+            f"{metadata['uafgjorte_filer']} (se checket alle_filer_afgjort i Dagster UI)"
+        )
     return 0
 
 

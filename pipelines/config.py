@@ -20,6 +20,10 @@ REGISTER_URL = "PENSIONSTRAEK_REGISTER_URL"
 STATE_URL = "PENSIONSTRAEK_STATE_URL"
 PARTNERS = "PENSIONSTRAEK_PARTNERS"
 KEEP_DELIVERIES = "PENSIONSTRAEK_KEEP_DELIVERIES"  # exchange.md: processed pairs are removed from IN/ (configurable: keep)
+MAX_SF6110_BYTES = "PENSIONSTRAEK_MAX_SF6110_BYTES"  # sf6110.md F06
+ORPHAN_DATA_SECONDS = "PENSIONSTRAEK_ORPHAN_DATA_SECONDS"  # exchange.md: data without metadata "for longer than a configurable time"
+DEFAULT_MAX_SF6110_BYTES = 64 * 1024 * 1024
+DEFAULT_ORPHAN_DATA_SECONDS = 3600
 
 DEFAULTS = {
     EXCHANGE_URL: "./var/exchange/udk-pension",
@@ -48,6 +52,16 @@ class ExchangeLocation:
     host: str = ""
     port: int = 22
     username: str = ""
+
+
+def positive_whole_number(variable: str, default: int) -> int:
+    """The variable as a whole number above 0, or `default` when it is not set."""
+    value = os.environ.get(variable, "")
+    if not value:
+        return default
+    if not (value.isascii() and value.isdigit()) or int(value) == 0:
+        raise ConfigError(f"{variable}={value!r}: give a whole number above 0 (default {default})")
+    return int(value)
 
 
 def parse_exchange_url(url: str, variable: str = EXCHANGE_URL) -> ExchangeLocation:

@@ -25,6 +25,7 @@ import io
 import json
 import os
 import posixpath
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,12 @@ import polars as pl
 
 from contracts.ledger import LEDGER_SCHEMA, empty_ledger
 from pipelines.config import STATE_URL, ConfigError, check_local_or_url
-from pipelines.storage import TEMP_PREFIX, atomic_write
+from pipelines.storage import FILE_MODE, TEMP_PREFIX, atomic_write, makedirs
+
+
+# A temporary file untouched this long belongs to a write that died (a live write touches it all
+# the time and renames it at once): see docs/decisions.md "Orphaned temporary files".
+TEMP_GRACE_SECONDS = 300
 
 
 class StateStore:
@@ -42,7 +48,7 @@ class StateStore:
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = root.rstrip("/") or "/"
         try:
-            self.fs.makedirs(self.root, exist_ok=True)
+            makedirs(self.fs, self.root)
         except OSError as exc:
             raise ConfigError(f"{STATE_URL}={url!r} cannot be created or written: {exc.strerror}") from exc
 
@@ -56,7 +62,7 @@ class StateStore:
 
     def write(self, relative: str, data: bytes) -> None:
         target = self.path(relative)
-        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        makedirs(self.fs, posixpath.dirname(target))
         atomic_write(self.fs, target, data)
 
     def write_once(self, relative: str, data: bytes) -> None:
@@ -91,6 +97,18 @@ class StateStore:
 
     def read_frame(self, relative: str) -> pl.DataFrame:
         return pl.read_parquet(io.BytesIO(self.read(relative)))
+
+    def remove_orphaned_temporaries(self, older_than_seconds: float = TEMP_GRACE_SECONDS) -> list[str]:
+        """Remove what killed writes left (TEMP_PREFIX names) untouched for `older_than_seconds`.
+        Temporary files are not state: nothing ever reads them (`listdir` hides them)."""
+        limit = time.time() - older_than_seconds
+        removed = []
+        for path, info in self.fs.find(self.root, detail=True).items():
+            name = posixpath.basename(path)
+            if name.startswith(TEMP_PREFIX) and info.get("type") == "file" and _mtime(info) < limit:
+                self.fs.rm_file(path)
+                removed.append(posixpath.relpath(path, self.root))
+        return sorted(removed)
 
     # --- intake -----------------------------------------------------------------------------
 
@@ -155,8 +173,8 @@ class StateStore:
             yield  # remote state: the deployment runs one run of a kind at a time (docs)
             return
         folder = Path(self.path("locks"))
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        makedirs(self.fs, str(folder))
+        fd = os.open(folder / f"{name}.lock", os.O_CREAT | os.O_RDWR, FILE_MODE)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -167,6 +185,11 @@ class StateStore:
             yield
         finally:
             os.close(fd)
+
+
+def _mtime(info: dict) -> float:
+    mtime = info.get("mtime") or 0
+    return mtime.timestamp() if isinstance(mtime, dt.datetime) else float(mtime)
 
 
 def sha256_hex(data: bytes) -> str:
