@@ -103,7 +103,8 @@ def record_receipts(client: ExchangeClient, state: StateStore, *, keep: bool = F
             if not keep:
                 client.remove(f"IN/{receipt_name}")
             continue
-        state.write_once(f"archive/receipts/{receipt_name}.{len(copies)}", raw)
+        if not copies or state.read(copies[-1]) != raw:  # archived already by a run that died
+            state.write_once(f"archive/receipts/{receipt_name}.{len(copies)}", raw)
         try:
             receipt = decode_receipt(raw)
             succeeded = receipt.succeeded
