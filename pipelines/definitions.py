@@ -10,6 +10,7 @@ import assets.sf6110
 import assets.sf6111
 from pipelines.exchange import ExchangeResource
 from pipelines.jobs import settlement_job
+from pipelines.monitoring import monitored_in_process_executor
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 from pipelines.schedules import maanedlig_afregning
@@ -37,6 +38,8 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             jobs=[settlement_job],
             schedules=[maanedlig_afregning],
             sensors=[sf6110_indgang],
+            # Every job's runs say which process does their work (pipelines/monitoring.py).
+            executor=monitored_in_process_executor,
             resources=resources if resources is not None else resources_from_env(),
         ),
     )

@@ -3,17 +3,52 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import fsspec
 
 from pipelines.config import DEFAULTS
+from pipelines.monitoring import fail_dead_runs, run_process_tags
 from pipelines.partitions import periode_partitions
+from pipelines.storage import atomic_write
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+
+
+# The dagster.yaml the command writes into a DAGSTER_HOME that has none (the embedded default:
+# SQLite under DAGSTER_HOME). Telemetry off: a pipeline of personal data sends nothing anywhere
+# but to its partners, and Dagster's first-use banner on stderr would break "a one-line reason on
+# failure" (operations.md "The command line"). Run monitoring on, so that the daemon fails a run
+# that never started (the sensor and `fail_dead_runs` handle runs whose process died); run
+# retries only for a run that died (never for a failed step: that is the data's answer), so that
+# a killed settlement is taken up again like a killed intake (issue 7). Production's instance is
+# deploy/dagster.yaml.
+DEFAULT_DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
+"""
+# What earlier versions wrote: replaced by the above, being ours.
+_EARLIER_DAGSTER_YAML = ("telemetry:\n  enabled: false\n",)
+
+INSTANCE_LOCK = ".pensionstraek-instance.lock"
+INSTANCE_LOCK_TIMEOUT_SECONDS = 120
 
 
 def instance() -> dg.DagsterInstance:
@@ -21,14 +56,38 @@ def instance() -> dg.DagsterInstance:
     home = os.environ.get("DAGSTER_HOME") or DEFAULTS["DAGSTER_HOME"]
     home_path = Path(home).resolve()
     home_path.mkdir(parents=True, exist_ok=True)
-    settings = home_path / "dagster.yaml"
-    if not settings.exists():
-        # The embedded default (SQLite under DAGSTER_HOME). Telemetry off: a pipeline of personal
-        # data sends nothing anywhere but to its partners, and Dagster's first-use banner on stderr
-        # would break "a one-line reason on failure" (operations.md "The command line").
-        settings.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home_path)
-    return dg.DagsterInstance.get()
+    # Creating the SQLite storage runs its schema migrations: commands started at the same moment
+    # on a fresh DAGSTER_HOME would stamp it twice ("alembic_version has more than one head") and
+    # break it for good (issue 7). One at a time makes and opens it; an existing one opens alike.
+    with _instance_lock(home_path):
+        settings = home_path / "dagster.yaml"
+        if not settings.exists() or settings.read_text() in _EARLIER_DAGSTER_YAML:
+            atomic_write(fsspec.filesystem("file"), str(settings), DEFAULT_DAGSTER_YAML.encode())
+        opened = dg.DagsterInstance.get()
+        # The storages are made on first use: use them while the lock is held.
+        opened.get_runs(limit=1)
+        opened.event_log_storage.get_maximum_record_id()
+        opened.schedule_storage  # noqa: B018 - made (and migrated) on first access
+        return opened
+
+
+@contextlib.contextmanager
+def _instance_lock(home: Path) -> Iterator[None]:
+    fd = os.open(home / INSTANCE_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        deadline = time.monotonic() + INSTANCE_LOCK_TIMEOUT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"DAGSTER_HOME={home}: {INSTANCE_LOCK} held for {INSTANCE_LOCK_TIMEOUT_SECONDS} s") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock (the OS does it too if the process dies)
 
 
 @dataclass(frozen=True)
@@ -75,8 +134,15 @@ def run_job(
             kwargs["partition_key"] = first_periode
         else:
             kwargs["tags"] = {RANGE_START_TAG: first_periode, RANGE_END_TAG: last}
+    the_instance = on or instance()
+    # A run whose process died (kill -9) stays STARTED: mark it failed before starting another
+    # (pipelines/monitoring.py), so that the run history is true and the sensor goes on.
+    fail_dead_runs(the_instance)
+    run_id = str(uuid.uuid4())  # known before the run exists, for its tags
+    kwargs["tags"] = {**kwargs.get("tags", {}), **run_process_tags(run_id)}
     result = job.execute_in_process(
-        instance=on or instance(),
+        instance=the_instance,
+        run_id=run_id,
         raise_on_error=False,
         # The command prints its own summary and a one-line reason on failure; Dagster's event log,
         # tracebacks included, is in the UI (the console logger would print them at ERROR).
@@ -84,6 +150,17 @@ def run_job(
         **kwargs,
     )
     return RunOutcome(success=result.success, run_id=result.run_id, problems=run_problems(result), result=result)
+
+
+@contextlib.contextmanager
+def one_at_a_time(kind: str) -> Iterator[None]:
+    """Hold the state store's lock of `kind` ("intake") around a command's run, so that a second
+    command is refused (pipelines.state.LockHeld) before it makes a run or opens the instance."""
+    check_configuration()
+    from pipelines.resources import StateResource
+
+    with StateResource.from_env().store().lock(kind):
+        yield
 
 
 def check_configuration() -> None:

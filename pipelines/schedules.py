@@ -12,6 +12,7 @@ import dagster as dg
 
 from pipelines.jobs import settlement_job
 from pipelines.calendar import TZ, cutoff, next_periode, periode_of
+from pipelines.monitoring import fail_dead_runs
 
 
 def period_due_on(day: dt.date) -> str | None:
@@ -36,6 +37,10 @@ def next_due(day: dt.date) -> tuple[str, dt.date]:
     description="Settlement, SF6111 and SF2601 for P, launched on the morning of P's cut-off day.",
 )
 def maanedlig_afregning(context: dg.ScheduleEvaluationContext):
+    # A settlement whose process died is marked failed before anything is decided (issue 7), so
+    # that the history is true and run retries (dagster.yaml) can take it up again.
+    if context.instance_ref is not None:  # None only in a test's bare context
+        fail_dead_runs(context.instance, [settlement_job.name])
     today = context.scheduled_execution_time.astimezone(TZ).date()
     periode = period_due_on(today)
     if periode is None:
