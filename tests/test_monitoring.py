@@ -323,6 +323,8 @@ def daemon_world(tmp_path) -> Iterator[tuple[World, Path, dict[str, str]]]:
     home.mkdir()
     (home / "dagster.yaml").write_text(runner.DEFAULT_DAGSTER_YAML)  # the instance the commands make
     env = command_env(w, home)
+    # Short, so that the test is quick; then the sensor's relaunch and the run retry (both in
+    # the instance the commands make) race, and either may take the work up.
     env.update(PENSIONSTRAEK_SENSOR_INTERVAL="1", PENSIONSTRAEK_RETRY_AFTER_FAILURE="2")
     yield w, home, env
 
@@ -347,6 +349,7 @@ def test_a_sensor_launched_intake_killed_with_9_is_failed_and_its_work_done_with
         worker = int(first.tags[PID_TAG])
         assert worker not in (daemon.pid, os.getpid())
         os.kill(worker, signal.SIGKILL)  # the run worker, in the middle of its work
+        death = time.time()
         unblock(pipe, data)
 
         def done():
@@ -356,6 +359,9 @@ def test_a_sensor_launched_intake_killed_with_9_is_failed_and_its_work_done_with
         (second,) = wait_for(done, 240, "a new intake run to succeed")[-1:]
         with dg.DagsterInstance.from_config(str(home)) as instance:
             assert status(instance, first.run_id) == dg.DagsterRunStatus.FAILURE
+            relaunched = instance.get_run_record_by_id(second.run_id).create_timestamp.timestamp()
+        how = "a run retry" if second.tags.get("dagster/parent_run_id") == first.run_id else "the sensor"
+        print(f"killed run {first.run_id[:8]} failed; {how} launched {second.run_id[:8]} {relaunched - death:.1f} s after the death")
         assert w.in_names("udk-pension", "SF6110_*") == []  # the waiting file was taken in
         assert w.store().decisions()[0]["status"] == "MODTAGET"
     finally:
