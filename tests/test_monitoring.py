@@ -9,8 +9,8 @@ pensionssager snapshot is a named pipe: intake blocks reading it until the test 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import io
 import os
 import signal
 import subprocess
@@ -20,15 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
-import polars as pl
 import pytest
 
 from pipelines import monitoring, runner, sensors
+from pipelines.calendar import TZ, cutoff
 from pipelines.monitoring import PID_TAG, fail_dead_runs, run_process_tags
 from pipelines.schedules import maanedlig_afregning
-from pipelines.calendar import TZ, cutoff
-from tests.test_cli import one_line_failure, pensionstraek
-from tests.test_intake import ALICE, CASES, SNAPSHOT, opret, write_pensionssager
+from tests.test_cli import pensionstraek
+from tests.test_intake import ALICE, SNAPSHOT, opret, write_pensionssager
 from tests.world import World, request_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -365,7 +364,7 @@ def test_a_sensor_launched_intake_killed_with_9_is_failed_and_its_work_done_with
         assert w.in_names("udk-pension", "SF6110_*") == []  # the waiting file was taken in
         assert w.store().decisions()[0]["status"] == "MODTAGET"
     finally:
-        with __import__("contextlib").suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(daemon.pid, signal.SIGTERM)  # the group this test started: daemon, code server, workers
         try:
             daemon.wait(timeout=60)
