@@ -11,6 +11,7 @@ hypothesis prints in full (with the seed to replay it)."""
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 import time
@@ -18,6 +19,15 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+if __name__ == "__main__" and "--atheris-child" in sys.argv:
+    # Coverage for atheris: the readers must be instrumented as they are first imported.
+    import atheris
+
+    with atheris.instrument_imports(include=["contracts"]):
+        import contracts.envelope  # noqa: F401
+        import contracts.sf6110  # noqa: F401
+        import contracts.xmlsafe  # noqa: F401
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -97,9 +107,6 @@ def atheris_run(seconds: int) -> None:
     except ImportError:
         raise SystemExit("atheris is not installed: .venv/bin/pip install atheris==3.0.0")
 
-    # The readers are imported already (by the hypothesis part): instrument what is loaded.
-    atheris.instrument_all()
-
     corpus = Path(tempfile.mkdtemp(prefix="pensionstraek-fuzz-corpus-"))
     from hypothesis import find
 
@@ -116,7 +123,7 @@ def atheris_run(seconds: int) -> None:
                 pass
 
     print(f"atheris for {seconds} s, corpus {corpus}")
-    atheris.Setup([sys.argv[0], f"-max_total_time={seconds}", str(corpus)], one_input)
+    atheris.Setup([sys.argv[0], f"-max_total_time={seconds}", "-max_len=65536", str(corpus)], one_input)
     atheris.Fuzz()
 
 
@@ -126,7 +133,10 @@ def main() -> int:
     parser.add_argument("--intake-examples", type=int, default=100, help="intake runs, 1-4 deliveries each")
     parser.add_argument("--seed", type=int, default=None, help="replay a run (hypothesis seed)")
     parser.add_argument("--atheris", type=int, default=0, metavar="SECONDS", help="then atheris for this long")
+    parser.add_argument("--atheris-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.atheris_child:
+        atheris_run(args.atheris_child)  # does not return: libFuzzer exits with its own status
 
     started = time.perf_counter()
     outcomes = hypothesis_runs(args.examples, args.intake_examples, args.seed)
@@ -135,7 +145,8 @@ def main() -> int:
         print(f"  {key:32} {n:>8}")
     print(f"no counterexample in {time.perf_counter() - started:.0f} s")
     if args.atheris:
-        atheris_run(args.atheris)  # does not return: libFuzzer exits with its own status
+        # A fresh process, so that the readers are instrumented as they are imported.
+        return subprocess.run([sys.executable, __file__, "--atheris-child", str(args.atheris)]).returncode
     return 0
 
 
