@@ -31,6 +31,7 @@ class CuttingProxy:
     port: int = 0
     cuts: int = 0  # how many times connections were cut
     connections: int = 0  # how many client connections were accepted
+    passed: dict = field(default_factory=lambda: {DOWN: 0, UP: 0})  # bytes forwarded per direction
     _listener: socket.socket | None = field(default=None, repr=False)
     _open: set = field(default_factory=set, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -116,6 +117,7 @@ class CuttingProxy:
                 break
             action = None
             with self._lock:
+                self.passed[direction] += len(chunk)
                 trip = self._trip
                 if trip is not None and trip.direction == direction:
                     trip.passed += len(chunk)

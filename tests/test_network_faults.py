@@ -66,7 +66,7 @@ def proxy(server: SftpServer) -> Iterator[CuttingProxy]:
         yield running
 
 
-def world_via(tmp_path: Path, server: SftpServer, proxy: CuttingProxy, **settings) -> World:
+def world_via(tmp_path: Path, server: SftpServer, proxy: CuttingProxy, register: bool = True, **settings) -> World:
     """Intake and settlement talk to udk-pension's account through the proxy, host key verified."""
     resource = server.resource_for(
         "udk-pension",
@@ -75,7 +75,8 @@ def world_via(tmp_path: Path, server: SftpServer, proxy: CuttingProxy, **setting
         **({"retries": 4, "backoff_seconds": 0.2} | settings),
     )
     world = World(tmp_path, dg.DagsterInstance.ephemeral(), exchange=resource)
-    write_pensionssager(world.register_dir)
+    if register:
+        write_pensionssager(world.register_dir)
     return world
 
 
@@ -250,3 +251,67 @@ def test_a_full_file_system_fails_the_write_clearly_and_the_next_run_completes(t
     again = w.intake()
     assert again.success, again.problems
     assert_taken_in_once(w, server)
+
+
+# --- settlement: SF6111 and SF2601 sent exactly once through an outage ----------------------------
+
+
+def month_taken_in(tmp_path: Path, server: SftpServer, proxy: CuttingProxy) -> World:
+    """The month of tests/test_settlement_flow.py delivered and taken in over SFTP (no faults)."""
+    from tests.test_settlement_flow import MONTH_FILES, PREV, P, month_beregning, month_sager, write_register
+
+    w = world_via(tmp_path, server, proxy, register=False, retries=1, backoff_seconds=0.05)
+    write_register(w.register_dir, PREV, month_sager(PREV), month_beregning(PREV))
+    with server.resource_for("kp").open() as kp:
+        for name, kommunekode, _, rows in MONTH_FILES:
+            data = request_file(kommunekode, rows)
+            kp.write(f"OUT/{name}", data)
+            kp.write(f"OUT/{name}.trigger", encode_trigger(trigger_for(name, data, "kp", ["udk-pension"])))
+    assert all(o.delivered for o in route(server.root))
+    for name, _, received, _ in MONTH_FILES:
+        stamp = received.timestamp()
+        os.utime(server.root / "udk-pension" / "IN" / f"{name}.metadata", (stamp, stamp))
+    intake = w.intake()
+    assert intake.success, intake.problems
+    route(server.root)  # the kvitteringer go to kp
+    for account in ("kp", "udk-pension"):
+        for path in (server.root / account / "IN").iterdir():
+            path.unlink()  # kp has read them; UDK's technical receipts are not this test's business
+    write_register(w.register_dir, P, month_sager(P), month_beregning(P))
+    return w
+
+
+# What a settlement of that month uploads through the proxy, SSH included: 18,443 bytes measured
+# on 2026-12-01. The outage falls about half way in; `proxy.tripped`
+# fails the test should the figure ever shrink below them.
+SETTLEMENT_UPLOAD_BYTES = 18_000
+SETTLEMENT_FILES = ["SF2601_0751_202610_001.xml", "SF6111_0101_202610_001.xml", "SF6111_0751_202610_001.xml"]
+
+
+@pytest.mark.parametrize("fraction", [0.5])
+def test_an_outage_during_settlement_sends_each_file_exactly_once_on_the_next_run(tmp_path, server, proxy, fraction):
+    from tests.test_settlement_flow import P
+
+    w = month_taken_in(tmp_path, server, proxy)
+    before = proxy.passed[UP]
+    proxy.trip_after(UP, int(SETTLEMENT_UPLOAD_BYTES * fraction), server.stop_listening)
+
+    failed = w.settle(P)
+
+    assert proxy.tripped, "the outage did not happen during the settlement"
+    assert not failed.success
+    assert failed.problems and all("\n" not in p for p in failed.problems), failed.problems
+    assert any("failed 2 times" in p for p in failed.problems), failed.problems
+    server.start_listening()
+    again = w.settle(P)
+    assert again.success, again.problems
+    out = server.root / "udk-pension" / "OUT"
+    assert sorted(p.name for p in out.iterdir()) == sorted([*SETTLEMENT_FILES, *(f"{n}.trigger" for n in SETTLEMENT_FILES)])
+    assert leftovers(server) == []
+    assert sorted(o.name for o in route(server.root) if o.delivered) == SETTLEMENT_FILES
+    records = [r for r in w.store().sent_records() if r["kind"] in ("SF6111", "SF2601")]
+    assert sorted(r["name"] for r in records) == SETTLEMENT_FILES  # one record each, each sent once
+    assert proxy.passed[UP] > before
+    rerun = w.settle(P)
+    assert rerun.success and list(out.iterdir()) == []  # and nothing is sent a second time
+
