@@ -11,7 +11,6 @@ transient SFTP failure that outlived `retries` reconnects with exponential backo
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import posixpath
@@ -229,15 +228,8 @@ class ExchangeClient:
         return False
 
     def _refusal(self, exc: BaseException, what: str) -> ExchangeError | None:
-        """The server (or the local file system) refused `what` for a reason a person must
-        remove; None for anything else (it is raised as it is)."""
-        if isinstance(exc, PermissionError):
-            return ExchangeAccessError(
-                f"{self.where}: {what} refused: permission denied for the user {_local_user()!r}; "
-                f"give it read and write access to {_folder_of(what)}/ of the exchange folder"
-            )
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return ExchangeError(f"{self.where}: {what} failed: {exc.strerror}; free space there")
+        """The server refused `what` for a reason a person must remove: the error to raise in its
+        place, naming what to fix; None to raise `exc` as it is (a local folder: its OSError)."""
         return None
 
     # --- machinery ------------------------------------------------------------------------------
@@ -316,15 +308,6 @@ def _folder_of(what: str) -> str:
         if folder in FOLDERS:
             return folder
     return "IN/ and OUT"
-
-
-def _local_user() -> str:
-    import getpass
-
-    try:
-        return getpass.getuser()
-    except Exception:  # no name for the uid (a container): the uid says it
-        return str(os.getuid())
 
 
 def _remove_temporaries_of(fs: fsspec.AbstractFileSystem, path: str) -> None:
