@@ -21,11 +21,30 @@ STATE_URL = "PENSIONSTRAEK_STATE_URL"
 PARTNERS = "PENSIONSTRAEK_PARTNERS"
 KEEP_DELIVERIES = "PENSIONSTRAEK_KEEP_DELIVERIES"  # exchange.md: processed pairs are removed from IN/ (configurable: keep)
 
+SENSOR_INTERVAL = "PENSIONSTRAEK_SENSOR_INTERVAL"
+RECEIPT_TIMEOUT_MINUTES = "PENSIONSTRAEK_RECEIPT_TIMEOUT_MINUTES"
+
 DEFAULTS = {
     EXCHANGE_URL: "./var/exchange/udk-pension",
     REGISTER_URL: "./var/register",
     STATE_URL: "./var/state",
     "DAGSTER_HOME": "./var/dagster",
+}
+
+
+# Every variable the command line and the code location read, with its default and meaning: the
+# one source of `pensionstraek --help`'s list (operations.md "Configuration"). Add new ones here.
+VARIABLES: dict[str, tuple[str, str]] = {
+    EXCHANGE_URL: (DEFAULTS[EXCHANGE_URL], "UDK's konto på SFTP-tjenesten: en mappe eller sftp://bruger@vært:port/sti"),
+    SFTP_KEY: ("ingen", "privat nøgle til sftp://"),
+    SFTP_KNOWN_HOSTS: ("ingen", "known_hosts-fil, påkrævet til sftp:// (værtsnøglen kontrolleres altid)"),
+    REGISTER_URL: (DEFAULTS[REGISTER_URL], "registeret: pensionssager/ og pensionsberegning/"),
+    STATE_URL: (DEFAULTS[STATE_URL], "tilstandslageret: arkiv, ledger, afgørelser, alt sendt"),
+    PARTNERS: ("indbygget", "TOML-fil med partnerkonti og de kommuner, de taler for"),
+    KEEP_DELIVERIES: ("false", "true: behandlede leverancer bliver liggende i IN/"),
+    SENSOR_INTERVAL: ("30", "sekunder mellem sensorens kig i IN/"),
+    RECEIPT_TIMEOUT_MINUTES: ("60", "minutter før en sendt fil uden teknisk kvittering vises som manglende"),
+    "DAGSTER_HOME": (DEFAULTS["DAGSTER_HOME"], "Dagster-instansen (dagster.yaml; SQLite som standard)"),
 }
 
 

@@ -18,14 +18,13 @@ from pathlib import Path
 import polars as pl
 
 from contracts.codes import afvisningstekst, kommuner
-from contracts.envelope import encode_trigger, trigger_for
 from contracts.money import format_kroner
 from contracts.sf2601 import decode_sf2601
 from contracts.sf6110 import INSTRUCTION_SCHEMA, encode_request_file
 from contracts.sf6111 import decode_sf6111
 from pipelines.calendar import TZ, first_open_period, previous_periode
 from pipelines.config import EXCHANGE_URL, PARTNERS, REGISTER_URL, STATE_URL
-from pipelines.emulator import describe, route
+from pipelines.emulator import describe, route, send_from
 from pipelines.generate import generate_register
 from pipelines.generate_sf6110 import generate_request_files
 from pipelines.state import StateStore
@@ -47,7 +46,8 @@ def run_demo(var: Path) -> int:
 
     now = dt.datetime.now(TZ)
     periode = first_open_period(now)
-    print(f"Demo-verden i {var}: periode {periode}, den første åbne periode {now:%Y-%m-%d %H:%M}")
+    # A period is a month (YYYY-MM), never an instant: the instant is only what made it the first open one.
+    print(f"Demo-verden i {var}: periode {periode}, den første åbne periode (nu: {now.isoformat(timespec='minutes')})")
 
     generate_register(var / "register", [previous_periode(periode), periode], persons=3000, seed=7)
     sager = pl.read_parquet(var / "register" / "pensionssager" / f"{periode}.parquet")
@@ -96,10 +96,8 @@ def _prepare(var: Path) -> None:
 
 def _deliver_and_take_in(var: Path, files: dict[str, bytes], run_job, title: str) -> None:
     print(f"\n{title}: kp sender {len(files)} SF6110-fil(er)")
-    out = var / "exchange" / "kp" / "OUT"
     for name, data in files.items():
-        (out / name).write_bytes(data)
-        (out / f"{name}.trigger").write_bytes(encode_trigger(trigger_for(name, data, "kp", ["udk-pension"])))
+        send_from(var / "exchange" / "kp", name, data, ["udk-pension"])
     _route(var, "  ")
     outcome = run_job("sf6110_intake")
     if not outcome.success:
