@@ -395,9 +395,8 @@ def render_text(answer: dict) -> str:
                 f"  SF6111: {d['filnavn']} (Loebenummer {d['loebenummer']}), sendt {d['sendt'] or '–'}, "
                 f"kvittering {d['kvittering'] or 'ingen endnu'}"
             )
-        for v in a["sf6111_versioner"]:
-            if d is not None and v["filnavn"] == d["filnavn"] and len(a["sf6111_versioner"]) == 1:
-                break
+        versioner = a["sf6111_versioner"]
+        for v in versioner if d is not None and len(versioner) > 1 else []:
             said = f"{v['status']}{' ' + v['kode'] if v['kode'] else ''} {_amount(v['afregnet_beloeb'])}" if v["status"] else "uden anmodningen"
             lines.append(f"    version {v['loebenummer']}: {v['filnavn']} sendt {v['sendt'] or '–'}: {said}")
     for key, _provider in CPR_SECTIONS:
