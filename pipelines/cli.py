@@ -213,9 +213,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         register_periods = RegisterResource.from_env().periods("pensionssager")
     except RegisterError as exc:
         register_periods, problems = [], [*problems, f"registeret: {exc}"]
+    from pipelines.config import parse_exchange_url
+
     client = None
     try:
-        client = ExchangeResource.from_env().open()
+        location = parse_exchange_url(env(EXCHANGE_URL))
+        if location.scheme == "file" and not (Path(location.path) / "IN").is_dir():
+            # Opening a local account makes its folders; status only looks.
+            problems.append(f"udvekslingen: {EXCHANGE_URL}={env(EXCHANGE_URL)!r} har ingen IN/-mappe")
+        else:
+            client = ExchangeResource.from_env().open()
     except (ExchangeError, ConfigError) as exc:
         problems.append(f"udvekslingen ({EXCHANGE_URL}): {exc}")
     try:
