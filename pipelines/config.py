@@ -71,22 +71,22 @@ class ExchangeLocation:
 
 def parse_exchange_url(url: str, variable: str = EXCHANGE_URL) -> ExchangeLocation:
     if not url:
-        raise ConfigError(f"{variable} is empty: give a folder or sftp://user@host:port/path")
+        raise ConfigError(f"{variable} er tom: angiv en mappe eller sftp://bruger@vært:port/sti")
     parts = urlsplit(url)
     if parts.scheme in ("", "file"):
         path = parts.path if parts.scheme == "file" else url
         return ExchangeLocation(scheme="file", path=path)
     if parts.scheme != "sftp":
         raise ConfigError(
-            f"{variable}={url!r} has the unknown URL scheme {parts.scheme!r}: "
-            "use a folder path or sftp://user@host:port/path"
+            f"{variable}={url!r} har det ukendte URL-skema {parts.scheme!r}: "
+            "angiv en mappe eller sftp://bruger@vært:port/sti"
         )
     if not parts.hostname or not parts.username:
-        raise ConfigError(f"{variable}={url!r} must name user and host: sftp://user@host:port/path")
+        raise ConfigError(f"{variable}={url!r} skal nævne bruger og vært: sftp://bruger@vært:port/sti")
     try:
         port = parts.port or 22
     except ValueError as exc:
-        raise ConfigError(f"{variable}={url!r} has an invalid port") from exc
+        raise ConfigError(f"{variable}={url!r} har en ugyldig port") from exc
     return ExchangeLocation(
         scheme="sftp", path=parts.path or "/", host=parts.hostname, port=port, username=parts.username
     )
@@ -94,13 +94,13 @@ def parse_exchange_url(url: str, variable: str = EXCHANGE_URL) -> ExchangeLocati
 
 def check_readable_file(variable: str, value: str, what: str) -> str:
     if not value:
-        raise ConfigError(f"{variable} is required for sftp:// exchange URLs: set it to the {what}")
+        raise ConfigError(f"{variable} er påkrævet for sftp://-udveksling: sæt den til {what}")
     if not Path(value).is_file():
-        raise ConfigError(f"{variable}={value!r}: no such file (the {what})")
+        raise ConfigError(f"{variable}={value!r}: filen findes ikke ({what})")
     try:
         Path(value).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{variable}={value!r} cannot be read: {exc.strerror}") from exc
+        raise ConfigError(f"{variable}={value!r} kan ikke læses: {exc.strerror}") from exc
     return value
 
 
@@ -109,10 +109,10 @@ def check_local_or_url(variable: str, value: str) -> str:
     import fsspec
 
     if not value:
-        raise ConfigError(f"{variable} is empty: give a folder path")
+        raise ConfigError(f"{variable} er tom: angiv en mappe")
     scheme = urlsplit(value).scheme
     if scheme and len(scheme) > 1 and scheme not in fsspec.available_protocols():
-        raise ConfigError(f"{variable}={value!r} has the unknown URL scheme {scheme!r}")
+        raise ConfigError(f"{variable}={value!r} har det ukendte URL-skema {scheme!r}")
     return value
 
 
@@ -165,10 +165,10 @@ def _municipalities(variable: str, account: str, key: str, value: object) -> fro
     if value == ALL:
         return kommunekoder()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{variable}: {key} of partner {account!r} must be \"*\" or a list of kommunekoder")
+        raise ConfigError(f"{variable}: {key} for partner {account!r} skal være \"*\" eller en liste af kommunekoder")
     unknown = sorted(set(value) - kommunekoder())
     if unknown:
-        raise ConfigError(f"{variable}: partner {account!r} names unknown kommunekoder {unknown}")
+        raise ConfigError(f"{variable}: partner {account!r} nævner ukendte kommunekoder {unknown}")
     return frozenset(value)
 
 
@@ -180,14 +180,14 @@ def load_partners(path: str | None = None) -> Partners:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{PARTNERS}={path!r} cannot be read: {exc.strerror}") from exc
+        raise ConfigError(f"{PARTNERS}={path!r} kan ikke læses: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{PARTNERS}={path!r} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"{PARTNERS}={path!r} er ikke gyldig TOML: {exc}") from exc
     partners = []
     for entry in data.get("partner", []):
         account = entry.get("account")
         if not isinstance(account, str) or not account:
-            raise ConfigError(f"{PARTNERS}: every [[partner]] needs an account name")
+            raise ConfigError(f"{PARTNERS}: hver [[partner]] skal have et account-navn")
         partners.append(
             Partner(
                 account=account,

@@ -42,7 +42,7 @@ def run_demo(var: Path) -> int:
     os.environ[STATE_URL] = str(var / "state")
     os.environ.pop(PARTNERS, None)  # the built-in partners: kp speaks for all, ky receives SF2601
     os.environ.setdefault("DAGSTER_HOME", str(var / "dagster"))
-    from pipelines.runner import run_job  # after the environment is set: definitions read it
+    from pipelines.runner import run_job, summarize_problems  # after the environment is set: definitions read it
 
     now = dt.datetime.now(TZ)
     periode = first_open_period(now)
@@ -67,12 +67,12 @@ def run_demo(var: Path) -> int:
     print(f"\nAfregning af {periode}")
     outcome = run_job("maanedlig_afregning", first_periode=periode)
     if not outcome.success:
-        print("  afregningen fejlede: " + "; ".join(outcome.problems))
+        print("  afregningen fejlede: " + summarize_problems(outcome.problems))
         return 1
     _route(var, "  ")
     intake = run_job("sf6110_intake")  # records the technical receipts of what UDK sent
     if not intake.success:
-        print("  registrering af tekniske kvitteringer fejlede: " + "; ".join(intake.problems))
+        print("  registrering af tekniske kvitteringer fejlede: " + summarize_problems(intake.problems))
         return 1
     _print_settlement(var)
     _print_where(var)
@@ -84,7 +84,7 @@ def _prepare(var: Path) -> None:
     if var.exists() and any(var.iterdir()) and not (var / MARKER).exists():
         only_dagster = {p.name for p in var.iterdir()} <= {"dagster"}
         if not only_dagster:
-            raise SystemExit(f"pensionstraek: {var} exists and was not made by the demo; move it away first")
+            raise SystemExit(f"pensionstraek: {var} findes og er ikke lavet af demoen; flyt den væk først")
     var.mkdir(parents=True, exist_ok=True)
     (var / MARKER).write_text("made by `pensionstraek demo`; the demo may remake everything here but dagster/\n")
     for part in ("exchange", "register", "state"):
@@ -101,7 +101,9 @@ def _deliver_and_take_in(var: Path, files: dict[str, bytes], run_job, title: str
     _route(var, "  ")
     outcome = run_job("sf6110_intake")
     if not outcome.success:
-        raise SystemExit("pensionstraek: intake failed: " + "; ".join(outcome.problems))
+        from pipelines.runner import summarize_problems
+
+        raise SystemExit("pensionstraek: intake fejlede: " + summarize_problems(outcome.problems))
     _route(var, "  ")
     _print_kvitteringer(var, set(files))
     time.sleep(1.1)  # the next round is received a second later (received time is to the second)

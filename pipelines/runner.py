@@ -82,9 +82,9 @@ def run_job(
         keys = periode_partitions.get_partition_keys()
         for periode in (first_periode, last):
             if periode not in keys:
-                raise ValueError(f"{periode} is not a period this pipeline can settle ({keys[0]} … {keys[-1]})")
+                raise ValueError(f"{periode} er ikke en periode, pipelinen kan afregne ({keys[0]} … {keys[-1]})")
         if last < first_periode:
-            raise ValueError(f"the range {first_periode}..{last} runs backwards")
+            raise ValueError(f"intervallet {first_periode}..{last} går baglæns: den første periode først")
         if last == first_periode:
             kwargs["partition_key"] = first_periode
         else:

@@ -706,9 +706,15 @@ def test_pensionstraek_settle_runs_one_period_or_one_run_over_a_range(tmp_path: 
     assert "8 aktive anmodninger, 5 afregnet (8800.00 kr), 3 afvist; SF6111 sendt: 2, SF2601 sendt: 1" in line
 
     assert cli.main(["settle", P, "--to", "2026-11"]) == 0
-    line = capsys.readouterr().out.strip()
-    # P again sends nothing; 2026-11 has E's AENDR to MAD 2500 and KBH-A1 has ended (TilPeriode P).
-    assert line.startswith(f"afregning {P}..2026-11 (run ")
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    # One line per period with its own figures, then the run's total. P again sends nothing;
+    # 2026-11 has E's AENDR to MAD 2500 and KBH-A1 has ended (TilPeriode P).
+    assert [line.split(":")[0] for line in lines[:2]] == [f"  {P}", "  2026-11"]
+    assert lines[0].startswith(f"  {P}: 8 aktive anmodninger, 5 afregnet (8800.00 kr), 3 afvist")
+    assert lines[1].startswith("  2026-11: 7 aktive anmodninger")
+    line = lines[-1]
+    assert len(lines) == 3 and line.startswith(f"afregning {P}..2026-11 (run ")
+    assert " i alt: 15 aktive anmodninger" in line
     assert "SF6111 sendt: 2, SF2601 sendt: 1" in line
     assert sorted(n for n in out_names(w) if not n.endswith(".trigger")) == [
         "SF2601_0751_202610_001.xml", "SF2601_0751_202611_001.xml",
@@ -723,9 +729,9 @@ def test_pensionstraek_settle_runs_one_period_or_one_run_over_a_range(tmp_path: 
     assert runs[1].tags["dagster/partition"] == P
 
     assert cli.main(["settle", "2025-01"]) == 1
-    assert "2025-01 is not a period this pipeline can settle" in capsys.readouterr().err
+    assert "2025-01 er ikke en periode, pipelinen kan afregne" in capsys.readouterr().err
     assert cli.main(["settle", "2026-11", "--to", P]) == 1
-    assert "runs backwards" in capsys.readouterr().err
+    assert "går baglæns" in capsys.readouterr().err
     instance.dispose()
 
 
