@@ -234,6 +234,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """A wrong use is one line too (exit 2), pointing to the help."""
+
+    def error(self, message: str):
+        print(f"pensionstraek: forkert brug af {self.prog}: {message} (se {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 class _Formatter(argparse.HelpFormatter):
     """Wraps a description to the terminal; keeps text with line breaks (the epilog's table of
     variables) as written."""
@@ -267,7 +275,7 @@ def _add(commands, name: str, func, help: str, description: str, variables: tupl
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pensionstraek", description=DESCRIPTION, epilog=environment_epilog(), formatter_class=_Formatter
     )
     _danish(parser)

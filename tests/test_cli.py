@@ -399,3 +399,14 @@ def test_generate_sf6110_to_an_account_that_is_not_one_fails_in_one_line(setting
         )
     )
     assert "nobody" in line and "OUT" in line
+
+
+@pytest.mark.parametrize("args", [["explain", "0101"], ["bogus"], ["settle"]])
+def test_a_wrong_use_is_one_line_and_exit_2(args, capsys):
+    from pipelines import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(args)
+    assert done.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("pensionstraek: forkert brug af pensionstraek") and "--help)" in line
