@@ -76,6 +76,7 @@ def run_demo(var: Path) -> int:
         return 1
     _print_settlement(var)
     _print_where(var)
+    print(f"\nSe videre: `pensionstraek status` og `pensionstraek explain {DEMO_KOMMUNER[0]} {periode}` (revisionssporet)")
     return 0
 
 

@@ -124,6 +124,9 @@ def check_configuration() -> None:
 _PYTHON_CLASS = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*\.)+[A-Z][A-Za-z0-9_]*: ")
 
 
+_BLOCKING_CHECK = re.compile(r"[0-9]+ blocking asset checks? failed")
+
+
 def clean_message(text: str) -> str:
     """One line of an error for the operator: the first line, without Python class paths."""
     lines = text.strip().splitlines()
@@ -150,6 +153,8 @@ def run_problems(result: dg.ExecuteInProcessResult) -> list[str]:
             error = event.step_failure_data.error
             user = error.cause if error is not None and error.cause is not None else error
             message = clean_message(user.message if user is not None else "") or "fejlede"
+            if _BLOCKING_CHECK.match(message):
+                continue  # Dagster's own line for a failed blocking check: the check's line says it
             problems.append(f"{_step_name(event.step_key)}: {message}")
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data

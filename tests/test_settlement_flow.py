@@ -593,7 +593,7 @@ def test_a_register_that_breaks_its_contract_stops_the_period_and_nothing_is_sen
     outcome = w.settle(P)
 
     assert not outcome.success
-    assert "check pensionsberegning_kontrakt failed" in outcome.problems
+    assert outcome.problems == ["kontrollen pensionsberegning_kontrakt fejlede"]
     check = check_evaluations(outcome)["pensionsberegning_kontrakt"]
     assert check.metadata["failure_count"].value == 1
     assert out_names(w) == []
