@@ -788,7 +788,7 @@ def test_a_send_that_failed_half_way_does_not_block_the_next_correction(tmp_path
     failed = w.settle(P)
 
     assert not failed.success
-    assert any(p.startswith("sf6111__afsendelse") for p in failed.problems), failed.problems
+    assert any(p.startswith("sf6111/afsendelse: ") for p in failed.problems), failed.problems
     blocked.rmdir()
     # Corrected again before the next run: netto 2000, so PLEJ 3000 and TILB 2500 fail, MAD 1500 fits.
     write_register(w.register_dir, P, month_sager(P), month_beregning(P, b_netto=200_000))
