@@ -51,7 +51,7 @@ def archive_settlement(store: StateStore, periode: str, trail: pl.DataFrame) -> 
 def read_period_frame(store: StateStore, periode: str, table: str) -> pl.DataFrame:
     path = frame_path(periode, table)
     if not store.exists(path):
-        raise dg.Failure(f"{table} for {periode} is not materialized yet; run the settlement of {periode} first")
+        raise dg.Failure(f"{table} for {periode} er ikke lavet endnu; kør afregningen af {periode} først")
     return store.read_frame(path)
 
 

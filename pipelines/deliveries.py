@@ -110,8 +110,8 @@ def send_versions(
         recipient = recipient_for(version.kommunekode)
         if recipient is None:
             raise RuntimeError(
-                f"no partner account receives {version.integration} for kommune {version.kommunekode}: "
-                "check PENSIONSTRAEK_PARTNERS"
+                f"ingen partnerkonto modtager {version.integration} for kommune {version.kommunekode}: "
+                "tjek PENSIONSTRAEK_PARTNERS"
             )
         result = send(
             client,

@@ -36,7 +36,7 @@ def send(
     folder = f"sent/{name}"
     record = state.sent_record(name)
     if record is not None and record["sha256"] != sha256_hex(data):
-        raise RuntimeError(f"{name} was sent before with other content; a new file needs a new name")
+        raise RuntimeError(f"{name} er sendt før med andet indhold; en ny fil skal have et nyt navn")
     if record is not None and record["status"] != "sending":
         return Sent(name=name, newly_sent=False)
 
