@@ -50,16 +50,6 @@ class RunOutcome:
                 return {k: v.value for k, v in materialization.metadata.items()}
         return {}
 
-    def partitions(self, key: str) -> list[str]:
-        """The periods the run materialized asset `key` for, in order (none for an unpartitioned
-        asset, or one materialization standing for a whole range)."""
-        found = {
-            event.step_materialization_data.materialization.partition
-            for event in self.result.get_asset_materialization_events()
-            if event.step_materialization_data.materialization.asset_key == dg.AssetKey(key.split("/"))
-        }
-        return sorted(p for p in found if p is not None)
-
 
 def run_job(
     job_name: str,
