@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pipelines.exchange import ExchangeClient
 from pipelines.outbox import send
 from pipelines.state import StateStore, sha256_hex, utc_now
+
+if TYPE_CHECKING:  # only a type here: reading the state store needs no Dagster (pensionstraek explain)
+    from pipelines.exchange import ExchangeClient
 
 
 @dataclass(frozen=True)

@@ -212,3 +212,21 @@ def test_a_missing_state_store_is_named_and_not_made(tmp_path: Path, monkeypatch
     (line,) = capsys.readouterr().err.splitlines()
     assert "PENSIONSTRAEK_STATE_URL" in line and "findes ikke" in line
     assert not missing.exists()
+
+
+def test_explain_needs_no_dagster(state):
+    """The auditor's tool reads files: it runs where only the state store is (no instance, and
+    none of Dagster's start-up cost)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from pipelines import cli; "
+        f"rc = cli.main(['explain', '0101', '{P}', '--json']); "
+        "print(rc, 'dagster' in sys.modules, file=sys.stderr)"
+    )
+    env = {**os.environ, "PENSIONSTRAEK_STATE_URL": state.root}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stderr.split()[-2:] == ["0", "False"], done.stderr
+    assert json.loads(done.stdout)["anmodninger"]
