@@ -94,9 +94,12 @@ def cmd_intake(args: argparse.Namespace) -> int:
 
 
 def _settle_line(label: str, settled: dict, sf6111: dict | None, sf2601: dict | None) -> str:
+    from contracts.money import format_kroner
+
+    # The exact øre, never a float of kroner (the UI's plotting figure).
     line = (
         f"{label}: {settled.get('anmodninger', 0)} aktive anmodninger, "
-        f"{settled.get('afregnet', 0)} afregnet ({settled.get('afregnet_kr', '0.00')} kr), "
+        f"{settled.get('afregnet', 0)} afregnet ({format_kroner(int(settled.get('afregnet_oere', 0)))} kr), "
         f"{settled.get('afvist', 0)} afvist"
     )
     if sf6111 is None or sf2601 is None:
@@ -107,14 +110,10 @@ def _settle_line(label: str, settled: dict, sf6111: dict | None, sf2601: dict | 
 def _split_by_period(metadata: dict, periode: str) -> dict | None:
     """A range's metadata with `<name>_pr_periode` breakdowns, read for one period (None when the
     materialization has no breakdown, i.e. it is the period's own)."""
-    from contracts.money import format_kroner
-
     split = {k.removesuffix("_pr_periode"): v for k, v in metadata.items() if k.endswith("_pr_periode")}
     if not split:
         return None
-    figures = {name: per.get(periode, 0) for name, per in split.items()}
-    figures["afregnet_kr"] = format_kroner(int(figures.get("afregnet_oere", 0)))
-    return figures
+    return {name: per.get(periode, 0) for name, per in split.items()}
 
 
 SETTLE_KEYS = ("settlement/afregning", "sf6111/afsendelse", "sf2601/afsendelse")
@@ -147,8 +146,6 @@ def cmd_settle(args: argparse.Namespace) -> int:
             print(_settle_line(f"  {p}", breakdown[p], None, None))
         print(_settle_line(f"{label} i alt", *(outcome.metadata(k) for k in SETTLE_KEYS)))
         return 0
-    from contracts.money import format_kroner
-
     per_period = [[outcome.metadata(k, p) for k in SETTLE_KEYS] for p in periods]
     for p, figures in zip(periods, per_period):
         print(_settle_line(f"  {p}", *figures))
@@ -156,7 +153,6 @@ def cmd_settle(args: argparse.Namespace) -> int:
         name: sum(int(f[0].get(name, 0)) for f in per_period)
         for name in ("anmodninger", "afregnet", "afvist", "afregnet_oere")
     }
-    total["afregnet_kr"] = format_kroner(total["afregnet_oere"])
     sent = [{"filer_sendt": sum(int(f[i].get("filer_sendt", 0)) for f in per_period)} for i in (1, 2)]
     print(_settle_line(f"{label} i alt", total, *sent))
     return 0
