@@ -51,7 +51,7 @@ def make_period_files(
 def chosen_versions(store: StateStore, integration: str, periode: str) -> list[Version]:
     """The versions the last make-run of P chose (one per municipality with content)."""
     if not store.exists(_chosen_path(integration, periode)):
-        raise dg.Failure(f"{integration} for {periode} is not made yet; run the settlement of {periode} first")
+        raise dg.Failure(f"{integration} for {periode} er ikke lavet endnu; kør afregningen af {periode} først")
     names = set(store.read_json(_chosen_path(integration, periode))["filer"])
     return [v for v in current_versions(store, integration, periode) if v.name in names]
 

@@ -13,6 +13,7 @@ from assets.settlement_rules import (
     active_requests,
     settle,
     settlement_summary,
+    settlement_trail,
     violations_one_outcome,
     violations_settled_le_netto,
 )
@@ -24,7 +25,7 @@ from pipelines.intake import unprocessed
 from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
 from pipelines.register import RegisterError, RegisterResource
 from pipelines.resources import StateResource
-from pipelines.state import StateStore
+from pipelines.state import StateStore, utc_now
 
 AKTIVE_ANMODNINGER = dg.AssetKey(["settlement", "aktive_anmodninger"])
 AFREGNING = dg.AssetKey(["settlement", "afregning"])
@@ -34,10 +35,23 @@ def frame_path(periode: str, table: str) -> str:
     return f"periods/{periode}/{table}.parquet"
 
 
+def archive_settlement(store: StateStore, periode: str, trail: pl.DataFrame) -> None:
+    """Keep every distinct settlement of P with netto and walk order, never overwritten
+    (operations.md: any past period can be explained after any number of later runs), so that
+    `pensionstraek explain` can say what each SF6111 version was made from. A re-run with the same
+    outcome adds nothing."""
+    folder = f"archive/afregning/{periode}"
+    earlier = store.listdir(folder)
+    if earlier and store.read_frame(f"{folder}/{earlier[-1]}").equals(trail):
+        return
+    stamp = utc_now().strftime("%Y%m%dT%H%M%S%fZ")
+    store.write_frame(f"{folder}/{stamp}.parquet", trail)
+
+
 def read_period_frame(store: StateStore, periode: str, table: str) -> pl.DataFrame:
     path = frame_path(periode, table)
     if not store.exists(path):
-        raise dg.Failure(f"{table} for {periode} is not materialized yet; run the settlement of {periode} first")
+        raise dg.Failure(f"{table} for {periode} er ikke lavet endnu; kør afregningen af {periode} først")
     return store.read_frame(path)
 
 
@@ -120,6 +134,7 @@ def afregning(
             raise dg.Failure(description=str(exc)) from None
         settled = settle(active, sager, beregning, periode)
         store.write_frame(frame_path(periode, "afregning"), settled)
+        archive_settlement(store, periode, settlement_trail(active, settled, beregning, periode))
         figures[periode] = settlement_figures(settled)
         f = figures[periode]
         context.log.info(

@@ -492,7 +492,7 @@ def _read_key(path: str):
     import asyncssh
 
     try:
-        check_readable_file(SFTP_KEY, path, "private key file of UDK's SFTP account")
+        check_readable_file(SFTP_KEY, path, "den private nøgle til UDK's SFTP-konto")
         return asyncssh.read_private_key(path)
     except ConfigError as exc:
         raise ExchangeAccessError(str(exc)) from exc
@@ -507,7 +507,7 @@ def _read_known_hosts(path: str):
     import asyncssh
 
     try:
-        check_readable_file(SFTP_KNOWN_HOSTS, path, "known_hosts file with the SFTP server's host key")
+        check_readable_file(SFTP_KNOWN_HOSTS, path, "known_hosts-filen med SFTP-serverens værtsnøgle")
         return asyncssh.read_known_hosts(path)
     except ConfigError as exc:
         raise ExchangeAccessError(str(exc)) from exc

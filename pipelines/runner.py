@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +39,14 @@ class RunOutcome:
     problems: list[str]
     result: dg.ExecuteInProcessResult
 
-    def metadata(self, key: str) -> dict:
-        """The metadata values of the run's materialization of asset `key` ("group/name")."""
+    def metadata(self, key: str, partition: str | None = None) -> dict:
+        """The metadata values of the run's materialization of asset `key` ("group/name"); with
+        `partition`, of that period's materialization (a range run records one per period)."""
         for event in self.result.get_asset_materialization_events():
             materialization = event.step_materialization_data.materialization
-            if materialization.asset_key == dg.AssetKey(key.split("/")):
+            if materialization.asset_key != dg.AssetKey(key.split("/")):
+                continue
+            if partition is None or materialization.partition in (partition, None):
                 return {k: v.value for k, v in materialization.metadata.items()}
         return {}
 
@@ -68,9 +72,9 @@ def run_job(
         keys = periode_partitions.get_partition_keys()
         for periode in (first_periode, last):
             if periode not in keys:
-                raise ValueError(f"{periode} is not a period this pipeline can settle ({keys[0]} … {keys[-1]})")
+                raise ValueError(f"{periode} er ikke en periode, pipelinen kan afregne ({keys[0]} … {keys[-1]})")
         if last < first_periode:
-            raise ValueError(f"the range {first_periode}..{last} runs backwards")
+            raise ValueError(f"intervallet {first_periode}..{last} går baglæns: den første periode først")
         if last == first_periode:
             kwargs["partition_key"] = first_periode
         else:
@@ -104,17 +108,80 @@ def check_configuration() -> None:
     check_local_or_url(STATE_URL, resources["state"].url)  # judged without making anything
 
 
+# "dagster._core.definitions.events.Failure: ", "pipelines.register.RegisterError: ": the class
+# path Dagster puts before a user error's message. The operator reads the message; the class and
+# the stack trace stay in the run's event log for the engineer (operations.md "The command line").
+_PYTHON_CLASS = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*\.)+[A-Z][A-Za-z0-9_]*: ")
+
+
+_BLOCKING_CHECK = re.compile(r"[0-9]+ blocking asset checks? failed")
+
+
+def clean_message(text: str) -> str:
+    """One line of an error for the operator: the first line, without Python class paths."""
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else ""
+    while True:
+        stripped = _PYTHON_CLASS.sub("", line)
+        stripped = re.sub(r"^(?:Failure|DagsterError|[A-Z][A-Za-z]*(?:Error|Exception)): ", "", stripped)
+        if stripped == line:
+            return " ".join(line.split())
+        line = stripped
+
+
+def _step_name(step_key: str) -> str:
+    """`register__pensionssager` -> `register/pensionssager`: the asset's key as the UI shows it."""
+    return step_key.replace("__", "/")
+
+
 def run_problems(result: dg.ExecuteInProcessResult) -> list[str]:
-    """The failures of a run, each one line: step failures and failed blocking checks."""
-    problems = []
+    """The failures of a run, each one line and each said once: step failures (their message
+    without Python class paths) and failed blocking checks."""
+    problems: list[str] = []
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
             user = error.cause if error is not None and error.cause is not None else error
-            message = (user.message if user is not None else "failed").strip().splitlines()
-            problems.append(f"{event.step_key}: {message[0] if message else 'failed'}")
+            message = clean_message(user.message if user is not None else "") or "fejlede"
+            if _BLOCKING_CHECK.match(message):
+                continue  # Dagster's own line for a failed blocking check: the check's line says it
+            problems.append(f"{_step_name(event.step_key)}: {message}")
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
-                problems.append(f"check {evaluation.check_name} failed")
-    return problems
+                problems.append(f"kontrollen {evaluation.check_name} fejlede")
+    return list(dict.fromkeys(problems))
+
+
+def summarize_problems(problems: list[str], limit: int = 300) -> str:
+    """The problems of a run as one short line: those that differ only in the step name are said
+    once with every step named, and the line stops near `limit` characters with how many more."""
+    by_message: dict[str, list[str]] = {}
+    for problem in problems:
+        step, sep, message = problem.partition(": ")
+        if not sep:
+            step, message = "", problem
+        # Messages that differ only in the step's own name (one per register table) are one.
+        table = step.rsplit("/", 1)[-1]
+        shape = message.replace(table, "{}") if table else message
+        by_message.setdefault(shape, []).append(step)
+    parts = []
+    for shape, steps in by_message.items():
+        tables = [s.rsplit("/", 1)[-1] for s in steps if s]
+        if len(tables) > 1:
+            group = steps[0].rsplit("/", 1)[0]
+            braces = "{" + ",".join(tables) + "}"
+            parts.append(f"{group}/{braces}: {shape.replace('{}', braces)}")
+        elif tables:
+            parts.append(f"{steps[0]}: {shape.replace('{}', tables[0])}")
+        else:
+            parts.append(shape)
+    line = ""
+    for count, part in enumerate(parts):
+        candidate = f"{line}; {part}" if line else part
+        if line and len(candidate) > limit:
+            return f"{line}; og {len(parts) - count} problem(er) mere (se kørslen)"
+        line = candidate
+    if len(line) > limit + 200:
+        line = line[: limit + 200].rstrip() + " …"
+    return line

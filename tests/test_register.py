@@ -320,7 +320,7 @@ def test_missing_period_gives_a_clear_error(tmp_path):
     with pytest.raises(RegisterError) as error:
         RegisterResource(url=str(tmp_path)).read("pensionssager", PERIODE)
     message = str(error.value)
-    assert message.startswith(f"no pensionssager for {PERIODE} in {tmp_path}")
+    assert message.startswith(f"registeret har ingen pensionssager for {PERIODE} ({tmp_path}")
     assert REGISTER_URL in message and "pensionssager/2027-02.parquet" in message
 
 
@@ -488,8 +488,8 @@ def test_missing_period_fails_the_run_with_a_clear_message(tmp_path):
     generate_register(tmp_path, ["2026-05"], persons=50, seed=1)
     result = materialize(tmp_path)
     assert not result.success
-    assert any(f"no pensionssager for {PARTITION} in {tmp_path}" in m for m in step_failures(result))
-    assert any(f"no pensionsberegning for {PARTITION}" in m for m in step_failures(result))
+    assert any(f"registeret har ingen pensionssager for {PARTITION} ({tmp_path}" in m for m in step_failures(result))
+    assert any(f"registeret har ingen pensionsberegning for {PARTITION}" in m for m in step_failures(result))
 
 
 def test_register_defs():

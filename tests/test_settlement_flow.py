@@ -593,7 +593,7 @@ def test_a_register_that_breaks_its_contract_stops_the_period_and_nothing_is_sen
     outcome = w.settle(P)
 
     assert not outcome.success
-    assert "check pensionsberegning_kontrakt failed" in outcome.problems
+    assert outcome.problems == ["kontrollen pensionsberegning_kontrakt fejlede"]
     check = check_evaluations(outcome)["pensionsberegning_kontrakt"]
     assert check.metadata["failure_count"].value == 1
     assert out_names(w) == []
@@ -706,9 +706,15 @@ def test_pensionstraek_settle_runs_one_period_or_one_run_over_a_range(tmp_path: 
     assert "8 aktive anmodninger, 5 afregnet (8800.00 kr), 3 afvist; SF6111 sendt: 2, SF2601 sendt: 1" in line
 
     assert cli.main(["settle", P, "--to", "2026-11"]) == 0
-    line = capsys.readouterr().out.strip()
-    # P again sends nothing; 2026-11 has E's AENDR to MAD 2500 and KBH-A1 has ended (TilPeriode P).
-    assert line.startswith(f"afregning {P}..2026-11 (run ")
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    # One line per period with its own figures, then the run's total. P again sends nothing;
+    # 2026-11 has E's AENDR to MAD 2500 and KBH-A1 has ended (TilPeriode P).
+    assert [line.split(":")[0] for line in lines[:2]] == [f"  {P}", "  2026-11"]
+    assert lines[0].startswith(f"  {P}: 8 aktive anmodninger, 5 afregnet (8800.00 kr), 3 afvist")
+    assert lines[1].startswith("  2026-11: 7 aktive anmodninger")
+    line = lines[-1]
+    assert len(lines) == 3 and line.startswith(f"afregning {P}..2026-11 (run ")
+    assert " i alt: 15 aktive anmodninger" in line
     assert "SF6111 sendt: 2, SF2601 sendt: 1" in line
     assert sorted(n for n in out_names(w) if not n.endswith(".trigger")) == [
         "SF2601_0751_202610_001.xml", "SF2601_0751_202611_001.xml",
@@ -723,9 +729,9 @@ def test_pensionstraek_settle_runs_one_period_or_one_run_over_a_range(tmp_path: 
     assert runs[1].tags["dagster/partition"] == P
 
     assert cli.main(["settle", "2025-01"]) == 1
-    assert "2025-01 is not a period this pipeline can settle" in capsys.readouterr().err
+    assert "2025-01 er ikke en periode, pipelinen kan afregne" in capsys.readouterr().err
     assert cli.main(["settle", "2026-11", "--to", P]) == 1
-    assert "runs backwards" in capsys.readouterr().err
+    assert "går baglæns" in capsys.readouterr().err
     instance.dispose()
 
 
@@ -782,7 +788,7 @@ def test_a_send_that_failed_half_way_does_not_block_the_next_correction(tmp_path
     failed = w.settle(P)
 
     assert not failed.success
-    assert any(p.startswith("sf6111__afsendelse") for p in failed.problems), failed.problems
+    assert any(p.startswith("sf6111/afsendelse: ") for p in failed.problems), failed.problems
     blocked.rmdir()
     # Corrected again before the next run: netto 2000, so PLEJ 3000 and TILB 2500 fail, MAD 1500 fits.
     write_register(w.register_dir, P, month_sager(P), month_beregning(P, b_netto=200_000))
