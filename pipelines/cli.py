@@ -51,6 +51,7 @@ def cmd_intake(args: argparse.Namespace) -> int:
 
 
 def cmd_settle(args: argparse.Namespace) -> int:
+    from contracts.money import format_kroner
     from pipelines.runner import run_job
 
     try:
@@ -68,7 +69,7 @@ def cmd_settle(args: argparse.Namespace) -> int:
     span = args.periode if not args.to else f"{args.periode}..{args.to}"
     print(
         f"afregning {span} (run {outcome.run_id[:8]}): {settled.get('anmodninger', 0)} aktive anmodninger, "
-        f"{settled.get('afregnet', 0)} afregnet ({settled.get('afregnet_kr', '0.00')} kr), "
+        f"{settled.get('afregnet', 0)} afregnet ({format_kroner(settled.get('afregnet_oere', 0))} kr), "
         f"{settled.get('afvist', 0)} afvist; SF6111 sendt: {sf6111.get('filer_sendt', 0)}, "
         f"SF2601 sendt: {sf2601.get('filer_sendt', 0)}"
     )
