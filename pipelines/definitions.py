@@ -38,6 +38,9 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             schedules=[maanedlig_afregning],
             sensors=[sf6110_indgang, register_perioder],
             resources=resources if resources is not None else resources_from_env(),
+            # One process per run, from the UI as from the command line: a period's steps are short,
+            # and a process per step would cost the start of the code location (seconds) each.
+            executor=dg.in_process_executor,
         ),
     )
 

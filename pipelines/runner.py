@@ -108,13 +108,12 @@ def execute(job: dg.JobDefinition, on: dg.DagsterInstance, tags: dict[str, str])
     show under them. The UI lists a job's runs (and the overview timeline) by the run's code
     location origin, so the run carries the origin workspace.yaml gives the webserver
     (`remote_job_origin`, location `pensionstraek`) and the job's Python origin, like a run the UI
-    launches; it executes here with the in-process executor (no second process: the fixed cost
-    of a command stays low)."""
+    launches; it executes here, in this process (the code location's in-process executor: no
+    second process, so the fixed cost of a command stays low)."""
     from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.execution.api import execute_run
 
     run_config = {
-        "execution": {"config": {"in_process": {}}},
         # The command prints its own summary and a one-line reason on failure; Dagster's event log,
         # tracebacks included, is in the UI (the console logger would print them at ERROR).
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
