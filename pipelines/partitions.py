@@ -86,13 +86,24 @@ def period_check_results(context, results_by_period: dict):
     (aimed at that period's materialization), then the check's output follows. A failing
     blocking evaluation still stops the step after all periods are recorded."""
     from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
-    from dagster_shared.record import replace
 
+    [spec] = context.check_specs
     op_context = context.op_execution_context
     step = op_context._step_execution_context  # noqa: SLF001 - the step the evaluation is made for
     for periode, result in results_by_period.items():
-        evaluation: AssetCheckEvaluation = result.to_asset_check_evaluation(step)
-        target = result._get_partitioned_target_materialization_data(step, evaluation.asset_key, periode)  # noqa: SLF001
-        yield replace(evaluation, partition=periode, target_materialization_data=target)
+        yield AssetCheckEvaluation(
+            asset_key=spec.asset_key,
+            check_name=spec.name,
+            passed=result.passed,
+            metadata=result.metadata,
+            # the period's materialization the check judged (what the UI compares with the latest)
+            target_materialization_data=result._get_partitioned_target_materialization_data(  # noqa: SLF001
+                step, spec.asset_key, periode
+            ),
+            severity=result.severity,
+            description=result.description,
+            blocking=spec.blocking,
+            partition=periode,
+        )
     [output] = op_context.op_def.output_defs
     yield dg.Output(None, output_name=output.name)
