@@ -16,6 +16,7 @@ from pipelines.partitions import sync_periods
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCATION_NAME = "pensionstraek"  # workspace.yaml's code location: what the UI lists runs under
+DEFINITIONS_MODULE = "pipelines.definitions"  # workspace.yaml's python_module
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -131,11 +132,11 @@ def execute(job: dg.JobDefinition, on: dg.DagsterInstance, tags: dict[str, str])
 
 @cache
 def _location_origin():
-    from dagster._core.workspace.load import location_origins_from_yaml_paths
+    from dagster._core.workspace.load import location_origin_from_module_name
 
-    # The origin exactly as the webserver reads it from workspace.yaml (parsing only, no server).
-    [origin] = [o for o in location_origins_from_yaml_paths([str(ROOT / "workspace.yaml")]) if o.location_name == LOCATION_NAME]
-    return origin
+    # The origin the webserver makes of workspace.yaml's entry (`python_module`, no working
+    # directory or executable given), made directly: parsing the YAML costs a tenth of a second.
+    return location_origin_from_module_name(DEFINITIONS_MODULE, None, None, LOCATION_NAME)
 
 
 def job_origins(job_name: str):

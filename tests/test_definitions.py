@@ -165,3 +165,17 @@ def test_a_wrong_value_stops_building_the_definitions(monkeypatch):
     monkeypatch.setenv("PENSIONSTRAEK_KEEP_DELIVERIES", "maybe")
     with pytest.raises(ConfigError, match="PENSIONSTRAEK_KEEP_DELIVERIES"):
         build_definitions()
+
+
+def test_the_commands_runs_carry_the_origin_the_webserver_reads_from_workspace_yaml():
+    """The UI lists a job's runs by their code location (pipelines/runner.py makes the origin
+    without parsing workspace.yaml, so it must stay what the webserver reads there)."""
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+    from pipelines.runner import job_origins
+
+    [workspace_origin] = location_origins_from_yaml_paths([str(ROOT / "workspace.yaml")])
+    remote, code = job_origins("maanedlig_afregning")
+    assert remote.repository_origin.code_location_origin == workspace_origin
+    assert remote.repository_origin.get_label() == "__repository__@pensionstraek"
+    assert code.repository_origin.code_pointer.module == "pipelines.definitions"
