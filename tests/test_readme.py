@@ -100,7 +100,7 @@ def test_the_scripts_are_valid_bash(script):
     assert result.returncode == 0, result.stderr
 
 
-def test_the_test_command_installs_sshd_when_missing_then_runs_pytest():
+def test_the_test_command_installs_the_real_parts_when_missing_then_runs_pytest():
     lines = script_lines(ROOT / "tests" / "run.sh")
     text = "\n".join(lines)
 
@@ -111,14 +111,18 @@ def test_the_test_command_installs_sshd_when_missing_then_runs_pytest():
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["test"]
     assert any(e.startswith("pytest") for e in extras)
 
-    # openssh-server from Debian, only when /usr/sbin/sshd is missing.
-    guard = next(i for i, l in enumerate(lines) if "/usr/sbin/sshd" in l and l.startswith("if"))
-    assert re.search(r"\[\s+!\s+-x\s+/usr/sbin/sshd\s+\]", lines[guard]), lines[guard]
+    # Each Debian package only when the binary the tests start is missing, then one apt-get.
+    for binary, package in [
+        ("/usr/sbin/sshd", "openssh-server"),
+        ("/usr/lib/postgresql/*/bin/initdb", "postgresql"),
+        ("/usr/sbin/rabbitmq-server", "rabbitmq-server"),
+        ("/usr/bin/chromium", "chromium"),
+    ]:
+        guard = next(l for l in lines if binary in l)
+        assert f"missing+=({package})" in guard, guard
     apt = next(i for i, l in enumerate(lines) if "apt-get install" in l)
-    assert "openssh-server" in lines[apt]
-    closing = next(i for i in range(guard, len(lines)) if lines[i] == "fi" and i > apt)
-    assert guard < apt < closing, "apt-get install openssh-server must sit inside the sshd-missing guard"
-    assert any("apt-get update" in l for l in lines[guard:apt]), "apt-get update runs before the install"
+    assert '"${missing[@]}"' in lines[apt]
+    assert any("apt-get update" in l for l in lines[:apt]), "apt-get update runs before the install"
 
     # And last, pytest in that environment, with the caller's arguments (.ci/run passes -q).
     assert re.fullmatch(r'(exec )?\.venv/bin/python -m pytest "\$@"', lines[-1]), lines[-1]
