@@ -144,6 +144,12 @@ def _qualified(name: str) -> str:
     return f"{{{NS}}}{name}"
 
 
+_ROOT = _qualified("TraekAnmodningSamling")
+_TRAEK_ANMODNING = _qualified("TraekAnmodning")
+# The elements the streaming reader stops at: the root and its children (the schema's top level).
+_TOP_LEVEL = [_ROOT] + [_qualified(name) for name in ("Kommunekode", "DannetTidspunkt", "AntalAnmodninger", "TraekAnmodning")]
+
+
 # The parser of a request file. sf6110.md: a file within PENSIONSTRAEK_MAX_SF6110_BYTES is judged
 # in full whatever its shape, so libxml2's 10 MB text limit is lifted (`huge_tree`: a 50 MB
 # Reference is U01, not unreadable). Still hardened: no DTD loaded, no entity resolved, nothing
@@ -300,9 +306,6 @@ def _read(data: bytes) -> tuple[str, str, str, "_InstructionColumns"] | FileReje
     return header[0], header[1], header[2], instructions
 
 
-_TRAEK_ANMODNING = _qualified("TraekAnmodning")
-_ROOT = _qualified("TraekAnmodningSamling")
-_TOP_LEVEL = [_qualified(name) for name in ("TraekAnmodningSamling", "Kommunekode", "DannetTidspunkt", "AntalAnmodninger", "TraekAnmodning")]
 
 
 class _SchemaError(Exception):
