@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
 
 from pipelines.config import DEFAULTS
-from pipelines.partitions import periode_partitions
+from pipelines.partitions import sync_periods
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCATION_NAME = "pensionstraek"  # workspace.yaml's code location: what the UI lists runs under
+DEFINITIONS_MODULE = "pipelines.definitions"  # workspace.yaml's python_module
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -37,18 +43,24 @@ class RunOutcome:
     success: bool
     run_id: str
     problems: list[str]
-    result: dg.ExecuteInProcessResult
+    result: dg.ExecutionResult
 
     def metadata(self, key: str, partition: str | None = None) -> dict:
-        """The metadata values of the run's materialization of asset `key` ("group/name"); with
-        `partition`, of that period's materialization (a range run records one per period)."""
+        """The metadata values of the run's materialization of asset `key` ("group/name") for
+        `partition`; without one, of its only materialization, or for a range run the numbers
+        of its periods added up (the command's one summary line)."""
+        found = []
         for event in self.result.get_asset_materialization_events():
             materialization = event.step_materialization_data.materialization
-            if materialization.asset_key != dg.AssetKey(key.split("/")):
-                continue
-            if partition is None or materialization.partition in (partition, None):
-                return {k: v.value for k, v in materialization.metadata.items()}
-        return {}
+            if materialization.asset_key == dg.AssetKey(key.split("/")) and partition in (None, materialization.partition):
+                found.append({k: v.value for k, v in materialization.metadata.items()})
+        if len(found) <= 1:
+            return found[0] if found else {}
+        totals = dict(found[-1])
+        for name, value in totals.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[name] = sum(f.get(name, 0) for f in found)
+        return totals
 
 
 def run_job(
@@ -60,34 +72,92 @@ def run_job(
     definitions: dg.Definitions | None = None,
 ) -> RunOutcome:
     """Run a job of the code location in this process. With periods, a single period runs as a
-    partition; a range runs as one run over the range (the assets' single-run backfill policy)."""
+    partition; a range runs as one run over the range (the assets' single-run backfill policy).
+    The periods are first made those the register holds (a fresh instance knows none)."""
     if definitions is None:
         check_configuration()  # a wrong value stops here, before any run (operations.md "Configuration")
         from pipelines.definitions import defs as definitions
 
     job = definitions.resolve_job_def(job_name)
-    kwargs: dict = {}
+    target = on or instance()
+    tags: dict[str, str] = {}
     if first_periode is not None:
         last = last_periode or first_periode
-        keys = periode_partitions.get_partition_keys()
-        for periode in (first_periode, last):
-            if periode not in keys:
-                raise ValueError(f"{periode} er ikke en periode, pipelinen kan afregne ({keys[0]} … {keys[-1]})")
         if last < first_periode:
             raise ValueError(f"intervallet {first_periode}..{last} går baglæns: den første periode først")
+        register = definitions.resources["register"]
+        snapshots = register.periods("pensionssager")
+        sync_periods(target, snapshots)
+        for periode in (first_periode, last):
+            if periode not in snapshots:
+                raise ValueError(
+                    f"{periode} er ikke en periode i registeret {register.url} "
+                    f"(pensionssager/{periode}.parquet findes ikke; registeret har "
+                    + (f"{snapshots[0]} … {snapshots[-1]})" if snapshots else "ingen perioder)")
+                )
         if last == first_periode:
-            kwargs["partition_key"] = first_periode
+            tags["dagster/partition"] = first_periode
         else:
-            kwargs["tags"] = {RANGE_START_TAG: first_periode, RANGE_END_TAG: last}
-    result = job.execute_in_process(
-        instance=on or instance(),
-        raise_on_error=False,
+            tags.update({RANGE_START_TAG: first_periode, RANGE_END_TAG: last})
+    result = execute(job, target, tags)
+    return RunOutcome(success=result.success, run_id=result.run_id, problems=run_problems(result), result=result)
+
+
+def execute(job: dg.JobDefinition, on: dg.DagsterInstance, tags: dict[str, str]) -> dg.ExecutionResult:
+    """Create the run as the code location's run of `job` and execute it in this process.
+
+    operations.md "Dagster": runs started from the command line are the same jobs as in the UI and
+    show under them. The UI lists a job's runs (and the overview timeline) by the run's code
+    location origin, so the run carries the origin workspace.yaml gives the webserver
+    (`remote_job_origin`, location `pensionstraek`) and the job's Python origin, like a run the UI
+    launches; it executes here, in this process (the code location's in-process executor: no
+    second process, so the fixed cost of a command stays low)."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import execute_run
+
+    run_config = {
         # The command prints its own summary and a one-line reason on failure; Dagster's event log,
         # tracebacks included, is in the UI (the console logger would print them at ERROR).
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        **kwargs,
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+    }
+    remote_origin, code_origin = job_origins(job.name)
+    run = on.create_run_for_job(
+        job_def=job,
+        run_config=run_config,
+        tags={**job.run_tags, **tags},
+        remote_job_origin=remote_origin,
+        job_code_origin=code_origin,
     )
-    return RunOutcome(success=result.success, run_id=result.run_id, problems=run_problems(result), result=result)
+    return execute_run(InMemoryJob(job), run, on)
+
+
+@cache
+def _location_origin():
+    from dagster._core.workspace.load import location_origin_from_module_name
+
+    # The origin the webserver makes of workspace.yaml's entry (`python_module`, no working
+    # directory or executable given), made directly: parsing the YAML costs a tenth of a second.
+    return location_origin_from_module_name(DEFINITIONS_MODULE, None, None, LOCATION_NAME)
+
+
+def job_origins(job_name: str):
+    """(remote_job_origin, job_code_origin) of `job_name` in the code location `pensionstraek`."""
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+
+    location = _location_origin()
+    target = location.loadable_target_origin
+    remote = RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), job_name)
+    code = JobPythonOrigin(
+        job_name,
+        RepositoryPythonOrigin(
+            executable_path=target.executable_path or sys.executable,
+            code_pointer=ModuleCodePointer(target.module_name, "defs", target.working_directory or str(ROOT)),
+        ),
+    )
+    return remote, code
 
 
 def check_configuration() -> None:
@@ -134,7 +204,7 @@ def _step_name(step_key: str) -> str:
     return step_key.replace("__", "/")
 
 
-def run_problems(result: dg.ExecuteInProcessResult) -> list[str]:
+def run_problems(result: dg.ExecutionResult) -> list[str]:
     """The failures of a run, each one line and each said once: step failures (their message
     without Python class paths) and failed blocking checks."""
     problems: list[str] = []

@@ -388,15 +388,17 @@ def test_from_env(monkeypatch, tmp_path):
 
 # --- Dagster --------------------------------------------------------------------------------
 
-PARTITION = "2026-06"  # a partition of periode_partitions whatever day the tests run
+PARTITION = "2026-06"  # a period of the register (the periods are dynamic partitions of the instance)
 
 
 def materialize(url: Path | str) -> dg.ExecuteInProcessResult:
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("periode", [PARTITION])
     return dg.materialize(
         [pensionssager, pensionsberegning, pensionssager_kontrakt, pensionsberegning_kontrakt],
         resources={"register": RegisterResource(url=str(url))},
         partition_key=PARTITION,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
         raise_on_error=False,
     )
 
