@@ -20,6 +20,7 @@ from pipelines.intake import (
     quarantined,
     run_intake,
 )
+from pipelines.monitoring import KOERSEL_TAG
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 
@@ -252,6 +253,8 @@ intake_job = dg.define_asset_job(
     INTAKE_JOB_NAME,
     selection=dg.AssetSelection.assets(TRAEKANMODNINGER),
     description="One intake pass over IN/ (what the sensor and `pensionstraek intake` launch).",
+    # The production instance runs one intake at a time on this tag (deploy/dagster.yaml).
+    tags={KOERSEL_TAG: "intake"},
 )
 
 sf6110_defs = dg.Definitions(

@@ -23,6 +23,7 @@ from pipelines.config import (
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BUSY = 3  # another intake runs and does the work; nothing was done (docs/decisions.md)
 
 DESCRIPTION = (
     "Udbetaling Danmarks pipeline for træk i social pension (SF6110, SF6111, SF2601) på "
@@ -76,9 +77,15 @@ def cmd_route(args: argparse.Namespace) -> int:
 
 
 def cmd_intake(args: argparse.Namespace) -> int:
-    from pipelines.runner import run_job
+    from pipelines.runner import one_at_a_time, run_job
+    from pipelines.state import LockHeld
 
-    outcome = run_job("sf6110_intake")
+    try:
+        with one_at_a_time("intake"):
+            outcome = run_job("sf6110_intake")
+    except LockHeld as exc:
+        _fail(str(exc))
+        return EXIT_BUSY
     if not outcome.success:
         return _run_failed("intake", outcome)
     metadata = outcome.metadata("sf6110/traekanmodninger")

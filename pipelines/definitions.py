@@ -10,6 +10,7 @@ import assets.sf6110
 import assets.sf6111
 from pipelines.exchange import ExchangeResource
 from pipelines.jobs import settlement_job
+from pipelines.monitoring import monitored_in_process_executor
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 from pipelines.schedules import maanedlig_afregning
@@ -39,8 +40,10 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
             sensors=[sf6110_indgang, register_perioder],
             resources=resources if resources is not None else resources_from_env(),
             # One process per run, from the UI as from the command line: a period's steps are short,
-            # and a process per step would cost the start of the code location (seconds) each.
-            executor=dg.in_process_executor,
+            # and a process per step would cost the start of the code location (seconds) each. It
+            # tags each run with that process, so a run whose process died is found
+            # (pipelines/monitoring.py).
+            executor=monitored_in_process_executor,
         ),
     )
 

@@ -3,17 +3,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import dagster as dg
+import fsspec
 
 from pipelines.config import DEFAULTS
+from pipelines.monitoring import fail_dead_runs, run_process_tags
 from pipelines.partitions import sync_periods
+from pipelines.storage import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCATION_NAME = "pensionstraek"  # workspace.yaml's code location: what the UI lists runs under
@@ -23,19 +30,70 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
+# The dagster.yaml the command writes into a DAGSTER_HOME that has none (the embedded default:
+# SQLite under DAGSTER_HOME). Telemetry off: a pipeline of personal data sends nothing anywhere
+# but to its partners, and Dagster's first-use banner on stderr would break "a one-line reason on
+# failure" (operations.md "The command line"). Run monitoring on, so that the daemon fails a run
+# that never started (the sensor and `fail_dead_runs` handle runs whose process died); run
+# retries only for a run that died (never for a failed step: that is the data's answer), so that
+# a killed settlement is taken up again like a killed intake (issue 7). Production's instance is
+# deploy/dagster.yaml.
+DEFAULT_DAGSTER_YAML = """\
+telemetry:
+  enabled: false
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 180
+  poll_interval_seconds: 30
+run_retries:
+  enabled: true
+  max_retries: 2
+  retry_on_asset_or_op_failure: false
+"""
+# What earlier versions wrote: replaced by the above, being ours.
+_EARLIER_DAGSTER_YAML = ("telemetry:\n  enabled: false\n",)
+
+INSTANCE_LOCK = ".pensionstraek-instance.lock"
+INSTANCE_LOCK_TIMEOUT_SECONDS = 120
+
+
 def instance() -> dg.DagsterInstance:
     """The persistent instance; DAGSTER_HOME defaults to ./var/dagster (made when missing)."""
     home = os.environ.get("DAGSTER_HOME") or DEFAULTS["DAGSTER_HOME"]
     home_path = Path(home).resolve()
     home_path.mkdir(parents=True, exist_ok=True)
-    settings = home_path / "dagster.yaml"
-    if not settings.exists():
-        # The embedded default (SQLite under DAGSTER_HOME). Telemetry off: a pipeline of personal
-        # data sends nothing anywhere but to its partners, and Dagster's first-use banner on stderr
-        # would break "a one-line reason on failure" (operations.md "The command line").
-        settings.write_text("telemetry:\n  enabled: false\n")
     os.environ["DAGSTER_HOME"] = str(home_path)
-    return dg.DagsterInstance.get()
+    # Creating the SQLite storage runs its schema migrations: commands started at the same moment
+    # on a fresh DAGSTER_HOME would stamp it twice ("alembic_version has more than one head") and
+    # break it for good (issue 7). One at a time makes and opens it; an existing one opens alike.
+    with _instance_lock(home_path):
+        settings = home_path / "dagster.yaml"
+        if not settings.exists() or settings.read_text() in _EARLIER_DAGSTER_YAML:
+            atomic_write(fsspec.filesystem("file"), str(settings), DEFAULT_DAGSTER_YAML.encode())
+        opened = dg.DagsterInstance.get()
+        # The storages are made on first use: use them while the lock is held.
+        opened.get_runs(limit=1)
+        opened.event_log_storage.get_maximum_record_id()
+        opened.schedule_storage  # noqa: B018 - made (and migrated) on first access
+        return opened
+
+
+@contextlib.contextmanager
+def _instance_lock(home: Path) -> Iterator[None]:
+    fd = os.open(home / INSTANCE_LOCK, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        deadline = time.monotonic() + INSTANCE_LOCK_TIMEOUT_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"DAGSTER_HOME={home}: {INSTANCE_LOCK} held for {INSTANCE_LOCK_TIMEOUT_SECONDS} s") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock (the OS does it too if the process dies)
 
 
 @dataclass(frozen=True)
@@ -121,6 +179,9 @@ def execute(job: dg.JobDefinition, on: dg.DagsterInstance, tags: dict[str, str])
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
     }
     remote_origin, code_origin = job_origins(job.name)
+    # A run whose process died (kill -9) stays STARTED: mark it failed before starting another
+    # (pipelines/monitoring.py), so that the run history is true and the sensor goes on.
+    fail_dead_runs(on)
     run = on.create_run_for_job(
         job_def=job,
         run_config=run_config,
@@ -128,7 +189,9 @@ def execute(job: dg.JobDefinition, on: dg.DagsterInstance, tags: dict[str, str])
         remote_job_origin=remote_origin,
         job_code_origin=code_origin,
     )
-    return execute_run(InMemoryJob(job), run, on)
+    # This process does the run's work, from its first moment (the executor tags it again).
+    on.add_run_tags(run.run_id, run_process_tags(run.run_id))
+    return execute_run(InMemoryJob(job), on.get_run_by_id(run.run_id), on)
 
 
 @cache
@@ -158,6 +221,17 @@ def job_origins(job_name: str):
         ),
     )
     return remote, code
+
+
+@contextlib.contextmanager
+def one_at_a_time(kind: str) -> Iterator[None]:
+    """Hold the state store's lock of `kind` ("intake") around a command's run, so that a second
+    command is refused (pipelines.state.LockHeld) before it makes a run or opens the instance."""
+    check_configuration()
+    from pipelines.resources import StateResource
+
+    with StateResource.from_env().store().lock(kind):
+        yield
 
 
 def check_configuration() -> None:

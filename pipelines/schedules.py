@@ -12,6 +12,7 @@ import dagster as dg
 
 from pipelines.jobs import settlement_job
 from pipelines.calendar import TZ, cutoff, next_periode, periode_of
+from pipelines.monitoring import fail_dead_runs
 from pipelines.partitions import PERIODE
 
 
@@ -49,6 +50,10 @@ def description(today: dt.date) -> str:
     description=description(dt.datetime.now(TZ).date()),
 )
 def maanedlig_afregning(context: dg.ScheduleEvaluationContext):
+    # A settlement whose process died is marked failed before anything is decided (issue 7), so
+    # that the history is true and run retries (dagster.yaml) can take it up again.
+    if context.instance_ref is not None:  # None only in a test's bare context
+        fail_dead_runs(context.instance, [settlement_job.name])
     today = context.scheduled_execution_time.astimezone(TZ).date()
     periode = period_due_on(today)
     if periode is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import PostgresServer, running_postgres
 from tests.sshd import SftpServer, running_sftp_server
 
 
@@ -15,6 +16,14 @@ def sftp_server() -> Iterator[SftpServer]:
     """A real OpenSSH sshd on 127.0.0.1 serving `root/<account>/IN|OUT` for udk-pension, kp and ky
     (tests/sshd.py); fails under CI=true and skips otherwise when it cannot run here."""
     with running_sftp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL on 127.0.0.1 (tests/postgres.py); each test makes its own database
+    with `new_database`. Fails under CI=true and skips otherwise when it cannot run here."""
+    with running_postgres() as server:
         yield server
 
 
