@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -329,18 +330,38 @@ def test_generate_sf6110_without_a_register_fails_in_one_line(setting, tmp_path)
 
 
 def test_a_failed_run_ends_in_one_line_and_stays_in_the_instance(setting):
-    periode = "2026-01"  # a period of the partitions without a register
-    assert not (setting.world.register_dir / "pensionssager" / f"{periode}.parquet").exists()
+    # A period the register holds a snapshot of, but no calculation for: the run starts and fails.
+    periode = previous_periode(previous_periode(setting.periode))
+    register = setting.world.register_dir
+    shutil.copy(register / "pensionssager" / f"{previous_periode(setting.periode)}.parquet", register / "pensionssager" / f"{periode}.parquet")
+    assert not (register / "pensionsberegning" / f"{periode}.parquet").exists()
     line = one_line_failure(setting.run("settle", periode))
     assert f"afregning af {periode} fejlede" in line and "PENSIONSTRAEK_REGISTER_URL" in line
-    # Both register tables fail the same way: said once, in Danish, without Python's class paths.
+    assert f"register/pensionsberegning: registeret har ingen pensionsberegning for {periode}" in line
+    # In Danish, said once, without Python's class paths (they stay in the run's event log).
     assert line.count("PENSIONSTRAEK_REGISTER_URL") == 1, line
-    assert "register/{pensionsberegning,pensionssager}: registeret har ingen" in line
     assert not re.search(r"dagster\.|_core|Failure|Error|Exception|Traceback", line), line
     assert len(line) < 400, line
     run_id = re.search(r"\(kørsel ([0-9a-f]{8}), detaljer i Dagster UI\)", line).group(1)
     (run,) = [r for r in setting.runs() if r.run_id.startswith(run_id)]
     assert run.status == dg.DagsterRunStatus.FAILURE and run.tags["dagster/partition"] == periode
+
+
+def test_a_runs_problems_are_said_once_without_class_paths():
+    from pipelines.runner import clean_message, summarize_problems
+
+    assert clean_message("dagster._core.definitions.events.Failure: pipelines.register.RegisterError: ingen fil\nTraceback") == "ingen fil"
+    tables = [
+        f"register/{t}: registeret har ingen {t} for 2026-05 (/r/{t}/2026-05.parquet findes ikke): tjek PENSIONSTRAEK_REGISTER_URL"
+        for t in ("pensionsberegning", "pensionssager")
+    ]
+    assert summarize_problems(tables) == (
+        "register/{pensionsberegning,pensionssager}: registeret har ingen {pensionsberegning,pensionssager} for 2026-05 "
+        "(/r/{pensionsberegning,pensionssager}/2026-05.parquet findes ikke): tjek PENSIONSTRAEK_REGISTER_URL"
+    )
+    many = [f"settlement/afregning: problem nummer {n} " + "x" * 80 for n in range(10)]
+    line = summarize_problems(many)
+    assert len(line) < 400 and line.endswith("problem(er) mere (se kørslen)") and "nummer 0" in line
 
 
 # --- help, and feeding a world by hand --------------------------------------------------------------

@@ -738,8 +738,8 @@ def test_pensionstraek_settle_runs_one_period_or_one_run_over_a_range(tmp_path: 
     # One line per period with its own figures, then the run's total. P again sends nothing;
     # 2026-11 has E's AENDR to MAD 2500 and KBH-A1 has ended (TilPeriode P).
     assert [line.split(":")[0] for line in lines[:2]] == [f"  {P}", "  2026-11"]
-    assert lines[0].startswith(f"  {P}: 8 aktive anmodninger, 5 afregnet (8800.00 kr), 3 afvist")
-    assert lines[1].startswith("  2026-11: 7 aktive anmodninger")
+    assert lines[0] == f"  {P}: 8 aktive anmodninger, 5 afregnet (8800.00 kr), 3 afvist; SF6111 sendt: 0, SF2601 sendt: 0"
+    assert lines[1].startswith("  2026-11: 7 aktive anmodninger") and lines[1].endswith("SF6111 sendt: 2, SF2601 sendt: 1")
     line = lines[-1]
     assert len(lines) == 3 and line.startswith(f"afregning {P}..2026-11 (run ")
     assert " i alt: 15 aktive anmodninger" in line
