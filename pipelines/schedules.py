@@ -50,10 +50,6 @@ def description(today: dt.date) -> str:
     description=description(dt.datetime.now(TZ).date()),
 )
 def maanedlig_afregning(context: dg.ScheduleEvaluationContext):
-    # A settlement whose process died is marked failed before anything is decided (issue 7), so
-    # that the history is true and run retries (dagster.yaml) can take it up again.
-    if context.instance_ref is not None:  # None only in a test's bare context
-        fail_dead_runs(context.instance, [settlement_job.name])
     today = context.scheduled_execution_time.astimezone(TZ).date()
     periode = period_due_on(today)
     if periode is None:
@@ -62,4 +58,8 @@ def maanedlig_afregning(context: dg.ScheduleEvaluationContext):
     if not context.instance.has_dynamic_partition(PERIODE, periode):
         # operations.md: the periods are those the register holds (kept by `register_perioder`).
         return dg.SkipReason(f"Fristen for {periode} er i dag, men registeret har endnu ingen pensionssager for {periode}")
+    # A settlement whose process died is marked failed before P is launched (issue 7), so that
+    # the history is true and run retries (dagster.yaml) can take it up again. (The sensor does
+    # this every tick as well; here only on the days that launch, the others decide nothing.)
+    fail_dead_runs(context.instance, [settlement_job.name])
     return dg.RunRequest(run_key=f"afregning-{periode}", partition_key=periode)

@@ -25,6 +25,7 @@ import pytest
 from pipelines import monitoring, runner, sensors
 from pipelines.calendar import TZ, cutoff
 from pipelines.monitoring import PID_TAG, fail_dead_runs, run_process_tags
+from pipelines.partitions import PERIODE
 from pipelines.schedules import maanedlig_afregning
 from tests.test_cli import pensionstraek
 from tests.test_intake import ALICE, SNAPSHOT, opret, write_pensionssager
@@ -143,6 +144,7 @@ def test_the_schedule_fails_a_settlement_whose_process_died_before_deciding(tmp_
     worker = a_process()
     run = run_of(w, "maanedlig_afregning", worker)
     killed(worker)
+    instance.add_dynamic_partitions(PERIODE, ["2026-11"])  # the register holds it
     due = cutoff("2026-11").date()
     when = dt.datetime.combine(due, dt.time(6, 0), tzinfo=TZ)
     request = maanedlig_afregning(dg.build_schedule_context(instance=instance, scheduled_execution_time=when))
