@@ -329,9 +329,15 @@ def test_generate_sf6110_without_a_register_fails_in_one_line(setting, tmp_path)
 
 
 def test_a_failed_run_ends_in_one_line_and_stays_in_the_instance(setting):
-    periode = "2026-01"  # a period of the partitions without a register
+    periode = "2026-01"  # a period of the register (after its first snapshot) it has not delivered
     assert not (setting.world.register_dir / "pensionssager" / f"{periode}.parquet").exists()
-    line = one_line_failure(setting.run("settle", periode))
+    earlier = "2025-11"
+    generate_register(setting.world.register_dir, [earlier], persons=20, seed=9)
+    try:
+        line = one_line_failure(setting.run("settle", periode))
+    finally:
+        for table in ("pensionssager", "pensionsberegning"):
+            (setting.world.register_dir / table / f"{earlier}.parquet").unlink()
     assert f"afregning af {periode} fejlede" in line and "PENSIONSTRAEK_REGISTER_URL" in line
     # Both register tables fail the same way: said once, in Danish, without Python's class paths.
     assert line.count("PENSIONSTRAEK_REGISTER_URL") == 1, line
