@@ -85,6 +85,7 @@ class Kald:
     pnr: str | None = None
     aendringer: list[tuple[str, str]] = field(default_factory=list)
     skema_fejl: str | None = None
+    laesbar: bool = True  # well-formed XML: without it not even the agreement can be read
 
 
 def _text(element: etree._Element | None) -> str | None:
@@ -117,7 +118,7 @@ def read_request(data: bytes, soap_action: str | None, content_type: str | None 
     try:
         root = parse_xml(data)
     except XmlRefused as exc:
-        kald.skema_fejl = str(exc)
+        kald.skema_fejl, kald.laesbar = str(exc), False
         return kald
     context = root.find(f".//{{{IC_NS}}}InvocationContext")
     if context is not None:

@@ -162,6 +162,9 @@ class Sf1411:
 
     async def judge(self, kald: codec.Kald, snapshot: Snapshot | None) -> tuple[Answer, Agreement | None]:
         # sf1411-sf2610.md "Refusals": the agreement first, then the schema, then the PNR values.
+        # Bytes that are not XML name no agreement to judge: SKEMA (docs/decisions.md).
+        if not kald.laesbar:
+            return _fault(codec.SKEMA, kald.skema_fejl), None
         agreement = aftale_for(self.agreements, kald.context, kald.operation)
         if agreement is None:
             return _fault(codec.AFTALE), None
@@ -200,7 +203,7 @@ class Sf1411:
         snapshot = self.current.snapshot  # the one snapshot of this call
         body = await request.body()
         if len(body) > MAX_REQUEST_BYTES:
-            kald = codec.Kald(skema_fejl=f"the request is over {MAX_REQUEST_BYTES} bytes")
+            kald = codec.Kald(skema_fejl=f"the request is over {MAX_REQUEST_BYTES} bytes", laesbar=False)
         else:
             kald = codec.read_request(body, request.headers.get("soapaction"), request.headers.get("content-type"))
         try:

@@ -27,3 +27,12 @@ def the_checkout_var_is_left_alone() -> Iterator[None]:
     yield
     after = sorted(str(p) for p in var.rglob("*")) if var.exists() else None
     assert after == before, f"the tests changed {var}: {sorted(set(after or []) - set(before or []))[:5]}"
+
+
+@pytest.fixture(scope="session")
+def sf1411_service():
+    """The real SF1411 web service over mutual TLS on 127.0.0.1 (tests/tls.py), one per session."""
+    from tests.tls import running_sf1411_service
+
+    with running_sf1411_service() as service:
+        yield service
