@@ -315,6 +315,7 @@ def serve(host: str = "127.0.0.1", port: int = 8443, var: Path = Path("./var")) 
         log_config=_log_config(),
         server_header=False,
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=5,  # a consumer's idle keep-alive connection does not hold up a stop
     )
     print(f"SF1411 lytter på https://{host}:{port}/sf1411 (WSDL: https://{host}:{port}/sf1411?wsdl)", flush=True)
     if embedded:
