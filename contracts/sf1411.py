@@ -111,6 +111,21 @@ def _operation_of(body_child: etree._Element | None, soap_action: str | None) ->
     return operation, None
 
 
+_ENVELOPE = f"{{{SOAP11_NS}}}Envelope"
+_BODY = f"{{{SOAP11_NS}}}Body"
+_CONTEXT = f"{{{IC_NS}}}InvocationContext"
+_PNR = f"{{{PNR_NS}}}PNR"
+_CONTEXT_TAGS = {f"{{{IC_NS}}}{name}": name for name in CONTEXT_FELTER}
+_AENDRING_TAGS = {f"{{{NS}}}{name}": name for name in AENDRINGER}
+
+
+def _read_context(kald: Kald, context: etree._Element) -> None:
+    for child in context:
+        name = _CONTEXT_TAGS.get(child.tag) if isinstance(child.tag, str) else None
+        if name is not None and kald.context[name] is None:
+            kald.context[name] = child.text or ""
+
+
 def read_request(data: bytes, soap_action: str | None, content_type: str | None = None) -> Kald:
     """The call in `data`: its operation, InvocationContext, PNR and list changes, and whether it
     is valid SOAP 1.1 against the WSDL's schema. Never raises for bad input."""
@@ -120,17 +135,24 @@ def read_request(data: bytes, soap_action: str | None, content_type: str | None 
     except XmlRefused as exc:
         kald.skema_fejl, kald.laesbar = str(exc), False
         return kald
-    context = root.find(f".//{{{IC_NS}}}InvocationContext")
-    if context is not None:
-        for name in CONTEXT_FELTER:
-            kald.context[name] = _text(context.find(f"{{{IC_NS}}}{name}"))
-    body = root.find(f"{{{SOAP11_NS}}}Body") if root.tag == f"{{{SOAP11_NS}}}Envelope" else None
+    # The usual shape is walked directly (a thousand calls a second); anything else is searched.
+    body = None
+    if root.tag == _ENVELOPE:
+        bodies = [c for c in root if c.tag == _BODY]
+        body = bodies[0] if len(bodies) == 1 else None
     children = [c for c in body if isinstance(c.tag, str)] if body is not None else []
     request = children[0] if len(children) == 1 else None
+    context = None
+    if request is not None:
+        context = next((c for c in request if c.tag == _CONTEXT), None)
+    if context is None:
+        context = root.find(f".//{_CONTEXT}")
+    if context is not None:
+        _read_context(kald, context)
     kald.operation, reason = _operation_of(request if request is not None else root.find(f".//{{{NS}}}*"), soap_action)
     media_type = (content_type or "").split(";")[0].strip().lower()
-    if root.tag != f"{{{SOAP11_NS}}}Envelope" or body is None:
-        reason = "not a SOAP 1.1 Envelope with a Body"
+    if root.tag != _ENVELOPE or body is None:
+        reason = "not a SOAP 1.1 Envelope with one Body"
     elif media_type != "text/xml":
         reason = f"Content-Type {media_type or 'missing'}: SOAP 1.1 is text/xml"
     elif request is None:
@@ -138,19 +160,22 @@ def read_request(data: bytes, soap_action: str | None, content_type: str | None 
     elif reason is None:
         reason = first_schema_error(request_schema(), request)
     if reason is None:
-        pnr = request.find(f"{{{PNR_NS}}}PNR")
-        kald.pnr = _text(pnr)
-        kald.aendringer = [
-            (etree.QName(child).localname, child.text or "")
-            for child in request
-            if isinstance(child.tag, str) and etree.QName(child).localname in AENDRINGER
-        ]
+        for child in request:
+            if child.tag == _PNR:
+                kald.pnr = child.text or ""
+            elif child.tag in _AENDRING_TAGS:
+                kald.aendringer.append((_AENDRING_TAGS[child.tag], child.text or ""))
     kald.skema_fejl = None if reason is None else mask_text(reason)
     return kald
 
 
+_SCHEMA: list[etree.XMLSchema] = []
+
+
 def request_schema() -> etree.XMLSchema:
-    return load_schema(HERE / "sf1411.xsd")
+    if not _SCHEMA:
+        _SCHEMA.append(load_schema(HERE / "sf1411.xsd"))
+    return _SCHEMA[0]
 
 
 def wsdl_bytes(address: str) -> bytes:

@@ -32,9 +32,6 @@ CURRENT = "sf1411/current.json"
 SNAPSHOTS = "sf1411/snapshots"
 _US = "\x1f"  # between fields; never in a value (XML 1.0 cannot carry it, so no answer could)
 _CPR_BYTES = 10
-# The answer texts that come from text columns of the register (the others are written by
-# opslagsraekker from booleans, numbers and dates): the ones to guard before writing them as XML.
-_FRI_TEKST = {"Sagsstatus", "Pensionstype", "Bopaelskommune", "Bevillingskommune", "Administrationskommune", "SamleverPNR", "Pensionsbroek", "ForudBagud"}
 
 
 def write_snapshot(state: StateStore, periode: str, opslag: pl.DataFrame) -> dict:
@@ -47,10 +44,13 @@ def write_snapshot(state: StateStore, periode: str, opslag: pl.DataFrame) -> dic
     if not opslag["cpr"].is_sorted() or opslag["cpr"].n_unique() != opslag.height:
         raise ValueError("look-up rows must be sorted by a unique cpr")
     felter = [pl.col(f).fill_null("") for f in OPSLAG_FELTER]
-    tekster = [f for f in OPSLAG_FELTER if f in _FRI_TEKST]
-    if opslag.select(pl.any_horizontal(pl.col(f).str.contains(r"[\x00-\x1f&<>]") for f in tekster).any()).item():
-        raise ValueError("a register text value holds &, <, > or a control character: the register contract is broken")
     records = opslag.select(pl.concat_str(felter, separator=_US).alias("record"))["record"]
+    # One pass over the joined records: no value may hold &, <, > or a control character (the
+    # separator 0x1f included); under the register contract none does.
+    if records.str.contains(r"[\x00-\x08\x0b\x0c\x0e-\x1e&<>]").any() or (
+        records.str.count_matches(_US, literal=True) != len(OPSLAG_FELTER) - 1
+    ).any():
+        raise ValueError("a register text value holds &, <, > or a control character: the register contract is broken")
     lengths = records.str.len_bytes().cast(pl.Int64)
     offsets = array("q", [0])
     offsets.extend(lengths.cum_sum().to_list())

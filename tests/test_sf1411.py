@@ -254,3 +254,31 @@ def test_embedded_default_makes_certificates_under_var(tmp_path):
     assert not (files.ca.parent / "ca.key").exists()  # the throw-away CA signs nothing more
     again, _ = service_certificates(tmp_path / "var")
     assert again.ca.read_bytes() == files.ca.read_bytes()  # made once
+
+
+def test_the_audit_commits_concurrent_calls_in_groups_and_only_appends(tmp_path):
+    import asyncio
+    import os
+
+    from pipelines.sf1411_audit import AuditLog, audit_records
+
+    state = StateStore(str(tmp_path / "state"))
+    audit = AuditLog(state)
+
+    async def calls(first: int) -> None:
+        await asyncio.gather(*(audit.record({"tid": f"t{first + i:04d}", "cpr": "0101401234", "udfald": "SVAR"}) for i in range(50)))
+
+    asyncio.run(calls(0))
+    assert 1 <= audit.batches < 50  # 50 concurrent calls, fewer fsyncs
+    (segment,) = Path(state.path("sf1411/audit")).rglob("*.jsonl")
+    size, inode = segment.stat().st_size, segment.stat().st_ino
+    asyncio.run(calls(50))
+    audit.close()
+    assert segment.stat().st_ino == inode and segment.stat().st_size > size  # appended, not replaced
+    assert oct(segment.stat().st_mode & 0o777) == "0o600"
+    assert [r["tid"] for r in audit_records(state)] == [f"t{i:04d}" for i in range(100)]
+    # A torn last line (a power cut mid-write; its call was never answered) is skipped.
+    with open(segment, "ab") as f:
+        f.write(b'{"tid": "t9')
+    assert len(audit_records(state)) == 100
+    assert os.path.isdir(segment.parent)
