@@ -11,10 +11,11 @@ import assets.sf6110
 import assets.sf6111
 from pipelines.exchange import ExchangeResource
 from pipelines.jobs import settlement_job
+from pipelines.monitoring import monitored_in_process_executor
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 from pipelines.schedules import maanedlig_afregning
-from pipelines.sensors import sf1411_register, sf6110_indgang
+from pipelines.sensors import register_perioder, sf1411_register, sf6110_indgang
 
 
 def resources_from_env() -> dict:
@@ -38,8 +39,13 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         dg.Definitions(
             jobs=[settlement_job],
             schedules=[maanedlig_afregning],
-            sensors=[sf6110_indgang, sf1411_register],
+            sensors=[sf6110_indgang, register_perioder, sf1411_register],
             resources=resources if resources is not None else resources_from_env(),
+            # One process per run, from the UI as from the command line: a period's steps are short,
+            # and a process per step would cost the start of the code location (seconds) each. It
+            # tags each run with that process, so a run whose process died is found
+            # (pipelines/monitoring.py).
+            executor=monitored_in_process_executor,
         ),
     )
 

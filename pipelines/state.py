@@ -10,7 +10,10 @@ Everything the auditors may ask about lives here, written atomically and never d
     ledger/<FileTransferUUID>.parquet                         the registered instructions (LEDGER_SCHEMA)
     sent/<name>/{data,trigger.xml,record.json,receipt.sftpreceipt}   every file sent, with its envelope
     deliveries/<integration>/<periode>/<kommunekode>.json     the versions sent (Loebenummer bookkeeping)
-    periods/<periode>/<table>.parquet                         the settlement's frames per period
+    outgoing/<integration>/<periode>/<name>                   every version of a period's file, as made
+    periods/<periode>/<table>.parquet                         the settlement's frames per period (the last run)
+    archive/afregning/<periode>/<stamp>.parquet               every distinct settlement of P, with netto and
+                                                              walk order (what `pensionstraek explain` reads)
 
 A decision file is the commit point of intake: the ledger and outcome files of a FileTransferUUID
 count only once its decision exists, so a run that dies half-way is simply done again."""
@@ -25,6 +28,7 @@ import io
 import json
 import os
 import posixpath
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -150,23 +154,43 @@ class StateStore:
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """One run at a time for `name` (intake, settlement): two concurrent intakes could both
-        judge a file. Local state: an flock, released by the OS if the process dies."""
+        judge a file. Local state: an flock, released by the OS if the process dies. Re-entrant
+        in the thread that holds it, so that a command may hold it around the run it makes
+        (a second intake is then refused before any run exists)."""
         if not isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
             yield  # remote state: the deployment runs one run of a kind at a time (docs)
             return
         folder = Path(self.path("locks"))
+        path = str((folder / f"{name}.lock").resolve())
+        if _held.get(path) == threading.get_ident():
+            yield
+            return
         folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(
-                    f"another {name} run holds {folder / (name + '.lock')}; wait for it to finish"
-                ) from None
-            yield
+                raise LockHeld(name, path) from None
+            _held[path] = threading.get_ident()
+            try:
+                yield
+            finally:
+                del _held[path]
         finally:
             os.close(fd)
+
+
+class LockHeld(RuntimeError):
+    """Another run of the same kind holds the state store's lock (a normal situation, not a fault:
+    the other run does the work)."""
+
+    def __init__(self, name: str, path: str):
+        self.name, self.path = name, path
+        super().__init__(f"en anden {name} kører ({path} er låst); prøv igen når den er færdig")
+
+
+_held: dict[str, int] = {}  # lock file → the thread of this process that holds it
 
 
 def sha256_hex(data: bytes) -> str:
