@@ -185,6 +185,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.var))
 
 
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from pipelines.definitions import resources_from_env
+    from pipelines.runner import check_configuration, run_job
+
+    check_configuration()
+    periode = args.periode
+    if periode is None:
+        periods = resources_from_env()["register"].periods("pensionssager")
+        if not periods:
+            return _fail("ingen pensionssager i registret (PENSIONSTRAEK_REGISTER_URL)")
+        periode = periods[-1]
+    try:
+        outcome = run_job("sf1411_snapshot", first_periode=periode)
+    except ValueError as exc:
+        return _fail(str(exc))
+    if not outcome.success:
+        return _fail(f"snapshot {periode} failed (run {outcome.run_id[:8]} in the Dagster UI): " + "; ".join(outcome.problems))
+    metadata = outcome.metadata("sf1411/opslagssnapshot")
+    aktuel = "SF1411 svarer nu fra den" if metadata.get("aktuel") else "en nyere periode er stadig den aktuelle"
+    print(f"snapshot {periode} (run {outcome.run_id[:8]}): {metadata.get('rows', 0)} sager, kontrakt bestået; {aktuel}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from pipelines.sf1411_service import serve
+
+    return serve(args.host, args.port)
+
+
 def _state_store():
     """The state store as it is, never made: a command that only reads must not create it."""
     from pipelines.config import check_local_or_url
@@ -377,6 +406,15 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in add_arguments(generate, _Formatter):
         _danish(sub)
     generate.set_defaults(func=cmd_generate)
+
+    snapshot = commands.add_parser("snapshot", help="take in P's register snapshot now (contract + SF1411 look-up snapshot)")
+    snapshot.add_argument("periode", nargs="?", help="YYYY-MM (default: the newest period in the register)")
+    snapshot.set_defaults(func=cmd_snapshot)
+
+    serve = commands.add_parser("serve", help="the SF1411 web service (SOAP 1.1 over mutual TLS)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8443)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

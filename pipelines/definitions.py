@@ -5,6 +5,7 @@ import dagster as dg
 
 import assets.register
 import assets.settlement
+import assets.sf1411
 import assets.sf2601
 import assets.sf6110
 import assets.sf6111
@@ -14,7 +15,7 @@ from pipelines.monitoring import monitored_in_process_executor
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 from pipelines.schedules import maanedlig_afregning
-from pipelines.sensors import register_perioder, sf6110_indgang
+from pipelines.sensors import register_perioder, sf1411_register, sf6110_indgang
 
 
 def resources_from_env() -> dict:
@@ -34,10 +35,11 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         assets.settlement.settlement_defs,
         assets.sf6111.sf6111_defs,
         assets.sf2601.sf2601_defs,
+        assets.sf1411.sf1411_defs,
         dg.Definitions(
             jobs=[settlement_job],
             schedules=[maanedlig_afregning],
-            sensors=[sf6110_indgang, register_perioder],
+            sensors=[sf6110_indgang, register_perioder, sf1411_register],
             resources=resources if resources is not None else resources_from_env(),
             # One process per run, from the UI as from the command line: a period's steps are short,
             # and a process per step would cost the start of the code location (seconds) each. It

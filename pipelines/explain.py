@@ -41,8 +41,10 @@ SF6111 = "SF6111"
 
 
 def _no_opslag(state: StateStore, cpr: str) -> list[dict]:
-    """SF1411 look-ups of the citizen: [{"tid", "aftale", "operation", "udfald"}] (filled by SF1411)."""
-    return []
+    """SF1411 look-ups of the citizen: [{"tid", "aftale", "operation", "udfald"}] (the SF1411 audit)."""
+    from pipelines.sf1411_audit import opslag_for
+
+    return opslag_for(state, cpr)
 
 
 def _no_beskeder(state: StateStore, cpr: str) -> list[dict]:

@@ -122,3 +122,29 @@ def register_perioder(context: dg.SensorEvaluationContext, register: RegisterRes
     if delete:
         requests.insert(0, periode_partitions.build_delete_request(delete))
     return dg.SensorResult(dynamic_partitions_requests=requests)
+
+
+# --- SF1411: a new register snapshot (sf1411-sf2610.md "The snapshot that is answered from") ---
+
+from assets.sf1411 import sf1411_snapshot_job  # noqa: E402
+from pipelines.register import RegisterResource  # noqa: E402
+
+
+@dg.sensor(
+    name="sf1411_register",
+    job=sf1411_snapshot_job,
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Takes in P's pensionssager (contract, then SF1411's look-up snapshot) when P's file appears or changes.",
+)
+def sf1411_register(context: dg.SensorEvaluationContext, register: RegisterResource):
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(register.url)
+    requests = []
+    for periode in register.periods("pensionssager"):
+        info = fs.info(register.path("pensionssager", periode))
+        # The run key names the file's version: a corrected file of P is taken in again.
+        version = f"{info.get('size')}-{info.get('mtime') or info.get('LastModified') or ''}"
+        requests.append(dg.RunRequest(run_key=f"{periode}:{version}", partition_key=periode))
+    return requests or dg.SkipReason("Ingen pensionssager i registret endnu")

@@ -39,6 +39,15 @@ def the_checkout_var_is_left_alone() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def sf1411_service():
+    """The real SF1411 web service over mutual TLS on 127.0.0.1 (tests/tls.py), one per session."""
+    from tests.tls import running_sf1411_service
+
+    with running_sf1411_service() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
 def dagster_ui(tmp_path_factory):
     """`dagster dev` on a small settled world (tests/browser.py), one per session."""
     from tests.browser import running_ui

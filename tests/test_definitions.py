@@ -30,6 +30,7 @@ GROUPS = {
     "settlement": {"settlement/aktive_anmodninger", "settlement/afregning"},
     "sf6111": {"sf6111/specifikationslister", "sf6111/afsendelse"},
     "sf2601": {"sf2601/udbetalinger", "sf2601/afsendelse"},
+    "sf1411": {"sf1411/opslagssnapshot"},
 }
 PERIOD_GROUPS = ("register", "settlement", "sf6111", "sf2601")
 
