@@ -71,7 +71,7 @@ def test_a_file_the_judge_cannot_judge_waits_archived_and_named_while_the_others
     (check,) = check_evaluations(outcome, "alle_filer_afgjort")
     assert (check.passed, check.severity) == (False, dg.AssetCheckSeverity.ERROR)
     assert "SF6110_0101_gift.xml" in check.metadata["filer"].value
-    assert "check alle_filer_afgjort failed" in outcome.problems
+    assert any("alle_filer_afgjort" in problem for problem in outcome.problems), outcome.problems
 
     # The next run (the cause gone) judges and answers it; the check passes again.
     monkeypatch.setattr(pipelines.intake, "judge_file", judge_file)
