@@ -10,6 +10,7 @@ read is judged against it before anything else is believed. No Dagster, no netwo
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,6 +172,12 @@ class Haendelsesbesked:
 _NS = {"k": KUVERT_NS, "sd": SAGDOK_NS}
 
 
+@functools.cache
+def _clark(path: str) -> str:
+    """`k:A/sd:B` in ElementPath's {namespace}name form (find is much faster than XPath)."""
+    return "/".join(f"{{{_NS[step.split(':')[0]]}}}{step.split(':')[1]}" for step in path.split("/"))
+
+
 def kuvert_schema() -> etree.XMLSchema:
     return load_schema(KUVERT_XSD)
 
@@ -189,30 +196,31 @@ def read_haendelsesbesked(data: bytes) -> Haendelsesbesked:
         raise BeskedError(f"roden er {etree.QName(root).localname}, ikke Haendelsesbesked")
 
     def one(path: str) -> str | None:
-        found = root.xpath(path, namespaces=_NS)
-        return found[0].strip() if found else None
+        found = root.findtext(_clark(path))
+        return found.strip() if found is not None else None
 
-    besked_id = one("k:BeskedId/sd:UUIDIdentifikator/text()")
+    besked_id = one("k:BeskedId/sd:UUIDIdentifikator")
     try:
         besked_id = str(uuid.UUID(besked_id or ""))
     except ValueError:
         raise BeskedError("BeskedId er ikke en UUID") from None
-    beskedtype = one("k:Beskedkuvert/k:Filtreringsdata/k:Beskedtype/sd:URNIdentifikator/text()") or ""
+    beskedtype = one("k:Beskedkuvert/k:Filtreringsdata/k:Beskedtype/sd:URNIdentifikator") or ""
     if not beskedtype.startswith(BESKEDTYPE_URN):
         raise BeskedError(f"Beskedtype er ikke {BESKEDTYPE_URN}<type>")
-    modtager = one("k:Beskedkuvert/k:Filtreringsdata/k:TilladtModtager/sd:URNIdentifikator/text()") or ""
+    modtager = one("k:Beskedkuvert/k:Filtreringsdata/k:TilladtModtager/sd:URNIdentifikator") or ""
     if not modtager.startswith(MODTAGER_URN) or modtager == MODTAGER_URN:
         raise BeskedError(f"TilladtModtager er ikke {MODTAGER_URN}<modtager>")
-    objekt = one("k:Beskedkuvert/k:Filtreringsdata/k:RelateretObjekt/k:ObjektId/sd:URNIdentifikator/text()")
+    objekt = one("k:Beskedkuvert/k:Filtreringsdata/k:RelateretObjekt/k:ObjektId/sd:URNIdentifikator")
     cpr = objekt.removeprefix(CPR_URN) if objekt and objekt.startswith(CPR_URN) else None
-    payload = root.xpath("k:Beskeddata/*", namespaces=_NS)
+    beskeddata = root.find(f"{{{KUVERT_NS}}}Beskeddata")
+    payload = [child for child in beskeddata if isinstance(child.tag, str)] if beskeddata is not None else []
     return Haendelsesbesked(
         beskedid=besked_id,
         beskedtype=beskedtype.removeprefix(BESKEDTYPE_URN),
-        afsender=one("k:Beskedkuvert/k:Filtreringsdata/k:BeskedAnsvarligAktoer/sd:UUIDIdentifikator/text()"),
+        afsender=one("k:Beskedkuvert/k:Filtreringsdata/k:BeskedAnsvarligAktoer/sd:UUIDIdentifikator"),
         modtager=modtager.removeprefix(MODTAGER_URN),
         cpr=cpr,
-        dannet=one("k:Beskedkuvert/k:Leveranceinformation/k:Dannelsestidspunkt/sd:TidsstempelDatoTid/text()"),
+        dannet=one("k:Beskedkuvert/k:Leveranceinformation/k:Dannelsestidspunkt/sd:TidsstempelDatoTid"),
         payload=payload[0] if payload else None,
     )
 

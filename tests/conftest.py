@@ -27,3 +27,13 @@ def the_checkout_var_is_left_alone() -> Iterator[None]:
     yield
     after = sorted(str(p) for p in var.rglob("*")) if var.exists() else None
     assert after == before, f"the tests changed {var}: {sorted(set(after or []) - set(before or []))[:5]}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq():
+    """A real RabbitMQ broker on 127.0.0.1 with its own node, ports and folders (tests/rabbitmq.py);
+    fails under CI=true and skips otherwise when it cannot run here."""
+    from tests.rabbitmq import running_broker
+
+    with running_broker() as broker:
+        yield broker
