@@ -105,10 +105,10 @@ class Broker:
                 return int(parts[1])
         return 0
 
-    def purge(self) -> None:
-        """Delete every queue and exchange the tests made (a clean broker for the next test)."""
+    def purge(self, prefix: str = "dueslag.") -> None:
+        """Delete the queues whose names start with `prefix` (a clean broker for the next test)."""
         for line in self.ctl("list_queues", "name", "--silent").splitlines():
-            if line.strip():
+            if line.strip().startswith(prefix):
                 with contextlib.suppress(RuntimeError):
                     self.ctl("delete_queue", line.strip())
 
