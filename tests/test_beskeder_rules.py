@@ -120,3 +120,23 @@ def test_without_a_broker_messages_wait_in_the_outbox(tmp_path):
     assert not commit(store, "2026-11", "sf1411d", rows.clear())  # made once per P
     assert with_status(store)["status"].to_list() == ["venter"]
     assert [o.key for o in MessageBook(store).undelivered()] == ["b1"]
+
+
+def test_beskeder_command_json(tmp_path, monkeypatch, capsys):
+    import json
+
+    from pipelines.cli import main
+
+    store = StateStore(str(tmp_path))
+    rows = pl.DataFrame(
+        [{"beskedid": "b1", "beskedtype": "SF1411_D", "modtager": "kp", "cpr": A, "periode": "2026-11", "forrige_periode": "2026-10", "aftale": "x", "xml": b"<x/>"}]
+    )
+    commit(store, "2026-11", "sf1411d", rows)
+    monkeypatch.setenv("PENSIONSTRAEK_STATE_URL", str(tmp_path))
+    assert main(["beskeder", "2026-11", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [
+        {"beskedid": "b1", "beskedtype": "SF1411_D", "retning": "ud", "modtager": "kp", "periode": "2026-11", "status": "venter", "cpr": "010150-****"}
+    ]
+    assert main(["beskeder"]) == 0
+    out = capsys.readouterr().out
+    assert "1 besked(er): 1 venter" in out and A not in out
