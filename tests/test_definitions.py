@@ -30,8 +30,10 @@ GROUPS = {
     "settlement": {"settlement/aktive_anmodninger", "settlement/afregning"},
     "sf6111": {"sf6111/specifikationslister", "sf6111/afsendelse"},
     "sf2601": {"sf2601/udbetalinger", "sf2601/afsendelse"},
+    "sf1411d": {"sf1411d/notifikationer"},
+    "sf2610": {"sf2610/overgange", "sf2610/haendelser"},
 }
-PERIOD_GROUPS = ("register", "settlement", "sf6111", "sf2601")
+PERIOD_GROUPS = ("register", "settlement", "sf6111", "sf2601", "sf1411d", "sf2610")
 
 
 def validate(env: dict[str, str]) -> subprocess.CompletedProcess:
