@@ -15,11 +15,15 @@ from contracts.codes import kommuner
 from pipelines.exchange import ExchangeResource
 from pipelines.intake import (
     QUARANTINED,
+    REPEATED,
+    UNDECIDED,
     FileReport,
     instruction_contract,
     quarantined,
     run_intake,
+    undecided,
 )
+from pipelines.monitoring import KOERSEL_TAG
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 
@@ -92,6 +96,8 @@ def traekanmodninger(
             register.newest_pensionssager,
             keep=state.keep_deliveries,
             run_id=context.run_id,
+            max_bytes=state.max_sf6110_bytes,
+            orphan_after_seconds=state.orphan_data_seconds,
         )
 
     keys = [file_partition_key(f) for f in report.files]
@@ -111,6 +117,14 @@ def traekanmodninger(
             "filer_modtaget": counts["filer_modtaget"],
             "filer_afvist": counts["filer_afvist"],
             "filer_karantaene": counts[f"filer_{QUARANTINED.lower()}"],
+            "filer_gentaget": counts[f"filer_{REPEATED.lower()}"],
+            # sf6110.md: could not be judged for a reason of our own; waiting, tried again next run
+            "filer_uafgjort": counts[f"filer_{UNDECIDED.lower()}"],
+            "uafgjorte_filer": ", ".join(f.filnavn for f in report.undecided),
+            "ukendte_poster_i_in": len(report.strays),
+            "ukendte_poster": dg.MetadataValue.md(
+                "\n".join(f"- `{s.name!r}`: {s.reason}" for s in report.strays[:20]) or "ingen"
+            ),
             "anmodninger_modtaget": counts["anmodninger_modtaget"],
             "anmodninger_afvist": counts["anmodninger_afvist"],
             **{f"antal_{kode}": n for kode, n in sorted(counts.items()) if kode[:1] in "FU" and kode[1:].isdigit()},
@@ -151,6 +165,41 @@ def ingen_filer_i_karantaene(state: StateResource) -> dg.AssetCheckResult:
     )
 
 
+@dg.asset_check(asset=TRAEKANMODNINGER, name="alle_filer_afgjort")
+def alle_filer_afgjort(state: StateResource) -> dg.AssetCheckResult:
+    """sf6110.md "never holds up other deliveries": a file that could not be judged for a reason
+    of our own (a bug, a resource limit) waits archived in IN/ and is tried again by every run;
+    this fails (ERROR, blocking nothing) while any archived delivery has no decision."""
+    waiting = undecided(state.store())
+    return dg.AssetCheckResult(
+        passed=not waiting,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata={
+            "antal_uafgjort": len(waiting),
+            "filer": dg.MetadataValue.md(
+                "\n".join(f"- {w['filnavn']} ({w['file_transfer_uuid']})" for w in waiting[:20]) or "ingen"
+            ),
+        },
+    )
+
+
+@dg.asset_check(asset=TRAEKANMODNINGER, name="ingen_ukendte_poster_i_in")
+def ingen_ukendte_poster_i_in(exchange: ExchangeResource, state: StateResource) -> dg.AssetCheckResult:
+    """exchange.md "Nothing in IN/ is ignored silently": an entry that cannot be a delivery and
+    that intake cannot set aside (a link, a folder, a FIFO; a plain one goes to quarantine and
+    shows in `ingen_filer_i_karantaene`) stays in IN/ and fails this (WARN) until it is removed."""
+    with exchange.open() as client:
+        strays = client.list_strays(state.orphan_data_seconds)
+    return dg.AssetCheckResult(
+        passed=not strays,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "antal": len(strays),
+            "poster": dg.MetadataValue.md("\n".join(f"- `{s.name!r}`: {s.reason}" for s in strays[:20]) or "ingen"),
+        },
+    )
+
+
 @dg.asset_check(asset=TRAEKANMODNINGER, name="afvisningsrate_pr_kommune")
 def afvisningsrate_pr_kommune(state: StateResource) -> dg.AssetCheckResult:
     """Rejected share of instructions per municipality over all decided files (a dashboard
@@ -174,12 +223,29 @@ def afvisningsrate_pr_kommune(state: StateResource) -> dg.AssetCheckResult:
         .sort("rate", descending=True)
     )
     high = rates.filter(pl.col("rate") > 0.5)
-    table = "\n".join(
-        ["| kommune | modtaget | afvist | andel afvist |", "|---|---|---|---|"]
-        + [
-            f"| {r['kommunekode']} {r['navn'] or ''} | {r['modtaget']} | {r['afvist']} | {r['rate']:.1%} |"
-            for r in rates.head(30).iter_rows(named=True)
-        ]
+    # A table, not markdown: the UI shows it as columns of numbers (issue 8, "a dashboard").
+    table = dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    "kommunekode": r["kommunekode"],
+                    "navn": r["navn"] or "",
+                    "modtaget": r["modtaget"],
+                    "afvist": r["afvist"],
+                    "andel_afvist": round(r["rate"], 4),
+                }
+            )
+            for r in rates.iter_rows(named=True)
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("kommunekode", "string"),
+                dg.TableColumn("navn", "string"),
+                dg.TableColumn("modtaget", "int"),
+                dg.TableColumn("afvist", "int"),
+                dg.TableColumn("andel_afvist", "float", description="afviste / (modtagne + afviste)"),
+            ]
+        ),
     )
     return dg.AssetCheckResult(
         passed=high.is_empty(),
@@ -188,7 +254,7 @@ def afvisningsrate_pr_kommune(state: StateResource) -> dg.AssetCheckResult:
             "kommuner": rates.height,
             "kommuner_over_halvdelen_afvist": high.height,
             "samlet_andel_afvist": float(rates["afvist"].sum() / max(1, rates["afvist"].sum() + rates["modtaget"].sum())),
-            "pr_kommune": dg.MetadataValue.md(table),
+            "pr_kommune": table,
         },
     )
 
@@ -235,10 +301,18 @@ intake_job = dg.define_asset_job(
     INTAKE_JOB_NAME,
     selection=dg.AssetSelection.assets(TRAEKANMODNINGER),
     description="One intake pass over IN/ (what the sensor and `pensionstraek intake` launch).",
+    # The production instance runs one intake at a time on this tag (deploy/dagster.yaml).
+    tags={KOERSEL_TAG: "intake"},
 )
 
 sf6110_defs = dg.Definitions(
     assets=[modtagne_filer, traekanmodninger],
-    asset_checks=[ingen_filer_i_karantaene, afvisningsrate_pr_kommune, anmodninger_overholder_formatet],
+    asset_checks=[
+        ingen_filer_i_karantaene,
+        alle_filer_afgjort,
+        ingen_ukendte_poster_i_in,
+        afvisningsrate_pr_kommune,
+        anmodninger_overholder_formatet,
+    ],
     jobs=[intake_job],
 )

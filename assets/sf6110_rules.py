@@ -2,7 +2,7 @@
 frames in, frames out; no Dagster, no I/O. The orchestration (archive, state store, kvittering,
 exactly once) is pipelines/intake.py.
 
-- File level, in table order, the first that fails decides: F01–F03 (`contracts.sf6110` decodes),
+- File level, in table order, the first that fails decides: F06 (the size alone), F01–F03 (`contracts.sf6110` decodes),
   F04 (sender and Kommunekode), F05 (the same bytes accepted before from the same sender).
 - Instruction level, in file order, the first rule that fails decides: U01 (values, the
   expressions of `contracts.sf6110.u01_offences`), U02 (id repeated in the file), U03–U05 (the
@@ -74,12 +74,17 @@ def judge_file(
     accepted_before: frozenset[tuple[str, str]],
     pensionssager: pl.DataFrame,
     ledger: pl.DataFrame,
+    max_bytes: int | None = None,
     first_open_period: Callable[[dt.datetime], str] = calendar_first_open_period,
 ) -> FileDecision:
-    """The decision for one delivered SF6110 file. `accepted_before` holds (sender, sha256 hex) of
+    """The decision for one delivered SF6110 file. `max_bytes` is PENSIONSTRAEK_MAX_SF6110_BYTES. `accepted_before` holds (sender, sha256 hex) of
     the files accepted at file level earlier; `ledger` the instructions registered earlier
     (contracts/ledger.py); `pensionssager` the newest snapshot (one row per cpr)."""
     received = received_second(received)
+    # sf6110.md F06: judged before every other check, from the size alone (the file is not parsed,
+    # so its Kommunekode is unknown: the kvittering says 0000).
+    if max_bytes is not None and len(data) > max_bytes:
+        return _file_rejected("F06", None)
     decoded = decode_request_file(data)
     if isinstance(decoded, FileRejected):
         return _file_rejected(decoded.kode, decoded.kommunekode)

@@ -35,7 +35,7 @@ def traekarter() -> pl.DataFrame:
 
 @cache
 def afvisningskoder() -> dict[str, str]:
-    """Every rejection code of the spec (F01–F05, U01–U08, A01–A03) -> its Danish text."""
+    """Every rejection code of the spec (F01–F06, U01–U08, A01–A03) -> its Danish text."""
     with open(HERE / "afvisningskoder.csv", encoding="utf-8", newline="") as f:
         return {row["kode"]: row["tekst"] for row in csv.DictReader(f, delimiter=";")}
 

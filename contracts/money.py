@@ -26,14 +26,21 @@ def format_kroner(oere: int) -> str:
     return f"{sign}{kroner}.{rest:02d}"
 
 
+# Significant digits of kroner read into øre: 10^15 kr is far beyond any amount the spec allows
+# (SamletBeloeb ≤ 100000.00), and 20 Post of that size still sum inside int64 øre, so no sum can
+# wrap around into a valid-looking amount. More digits (leading zeros aside) make it invalid.
+MAX_KRONER_DIGITS = 15
+
+
 def parse_kroner_expr(column: str | pl.Expr) -> pl.Expr:
     """`parse_kroner` as a polars expression: null where the text is not a valid amount.
 
-    `column` is a column name or an expression (e.g. a struct field inside `list.eval`).
-    An amount too large for int64 øre is null too (the spec caps amounts far below that)."""
+    `column` is a column name or an expression (e.g. a struct field inside `list.eval`). Any
+    number of leading zeros is allowed (xs:decimal: `0000000000001.00` is 1.00); an amount of
+    MAX_KRONER_DIGITS or more significant kroner digits is null, never an overflowed int64."""
     text = pl.col(column) if isinstance(column, str) else column
-    valid = text.str.contains(AMOUNT_PATTERN) & (text.str.len_chars() <= 15)
-    kroner = text.str.extract(r"^([0-9]+)", 1)
+    kroner = text.str.extract(r"^0*([0-9]+)", 1)  # without its leading zeros
+    valid = text.str.contains(AMOUNT_PATTERN) & (kroner.str.len_chars() <= MAX_KRONER_DIGITS)
     decimals = text.str.extract(r"\.([0-9]{1,2})$", 1).fill_null("").str.pad_end(2, "0")
     oere = kroner.cast(pl.Int64, strict=False) * 100 + decimals.cast(pl.Int64, strict=False)
     return pl.when(valid).then(oere).otherwise(None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,6 @@ _ENCODING = re.compile(rb"""\bencoding\s*=\s*(["'])(?P<name>[^"']*)\1""")
 _WHOLE_NUMBER = re.compile(r"[0-9]+")  # F03: exactly this, ASCII digits only
 _LINE = re.compile(r"line (\d+)")
 _XSI = "{http://www.w3.org/2001/XMLSchema-instance}"
-_WITH_XSI_ATTRIBUTE = etree.XPath("//*[@*[namespace-uri() = 'http://www.w3.org/2001/XMLSchema-instance']]")
 
 
 def request_schema() -> etree.XMLSchema:
@@ -140,116 +140,265 @@ def _encoding_problem(data: bytes) -> str | None:
     return None
 
 
-def _refusal_reason(exc: XmlRefused) -> str:
-    # libxml2's message quotes names from the file: keep only the kind of problem and the line.
-    if "DOCTYPE" in str(exc):
-        return "a DOCTYPE is not allowed"
-    line = _LINE.search(str(exc))
-    return "not well-formed XML" + (f" (line {line.group(1)})" if line else "")
-
-
 def _qualified(name: str) -> str:
     return f"{{{NS}}}{name}"
 
 
-def _kommunekode_if_readable(root: etree._Element) -> str | None:
+_ROOT = _qualified("TraekAnmodningSamling")
+_TRAEK_ANMODNING = _qualified("TraekAnmodning")
+# The elements the streaming reader stops at: the root and its children (the schema's top level).
+_TOP_LEVEL = [_ROOT] + [_qualified(name) for name in ("Kommunekode", "DannetTidspunkt", "AntalAnmodninger", "TraekAnmodning")]
+
+
+# The parser of a request file. sf6110.md: a file within PENSIONSTRAEK_MAX_SF6110_BYTES is judged
+# in full whatever its shape, so libxml2's 10 MB text limit is lifted (`huge_tree`: a 50 MB
+# Reference is U01, not unreadable). Still hardened: no DTD loaded, no entity resolved, nothing
+# fetched, any DOCTYPE refused; nesting stops at libxml2's depth limit (2048).
+_PARSER_OPTIONS = dict(resolve_entities=False, load_dtd=False, no_network=True, huge_tree=True)
+
+
+class _Survey:
+    """Parser target of the first pass: well-formedness is checked by libxml2 at C speed and no
+    tree is built (a file of 15 million tiny elements would take 2 GB as a tree); only what the
+    second pass must know is noted."""
+
+    def __init__(self) -> None:
+        self.has_doctype = False
+        self.xsi = False  # some element may carry xsi:* attributes
+        self.comments = False  # comments or processing instructions
+
+    def doctype(self, *_: object) -> None:
+        self.has_doctype = True
+
+    def start_ns(self, prefix: str, uri: str) -> None:
+        if uri == _XSI[1:-1]:
+            self.xsi = True
+
+    def comment(self, _: str) -> None:
+        self.comments = True
+
+    def pi(self, *_: str) -> None:
+        self.comments = True
+
+    def close(self) -> "_Survey":
+        return self
+
+
+class _WithoutXsi:
+    """Parser target that writes the document again without xsi:* attributes, comments and
+    processing instructions, one element at a time (memory bounded by the depth, not the size)."""
+
+    def __init__(self, out: io.BytesIO) -> None:
+        self._file = etree.xmlfile(out, encoding="utf-8")
+        self._writer = self._file.__enter__()
+        self._open: list = []
+
+    def start(self, tag: str, attrib: dict) -> None:
+        element = self._writer.element(tag, {k: v for k, v in attrib.items() if not k.startswith(_XSI)})
+        element.__enter__()
+        self._open.append(element)
+
+    def end(self, tag: str) -> None:
+        self._open.pop().__exit__(None, None, None)
+
+    def data(self, text: str) -> None:
+        self._writer.write(text)  # a carriage return is written as &#13; and so kept
+
+    def close(self) -> None:
+        self._file.__exit__(None, None, None)
+
+
+def _survey(data: bytes) -> _Survey | FileRejected:
+    """F01 (and F02 for nesting beyond the parser's depth limit), without building a tree."""
+    try:
+        survey = etree.fromstring(data, etree.XMLParser(target=_Survey(), **_PARSER_OPTIONS))
+    except etree.XMLSyntaxError as exc:
+        if "Excessive depth" in str(exc):
+            # Well-formed as far as libxml2 goes; SF6110 nests five deep, so it is not the shape.
+            return FileRejected("F02", "the elements nest deeper than sf6110.xsd allows")
+        if "DOCTYPE" in str(exc) or "Entity" in str(exc) or "Entities" in str(exc):
+            return FileRejected("F01", "a DOCTYPE is not allowed")
+        line = _LINE.search(str(exc))
+        return FileRejected("F01", "not well-formed XML" + (f" (line {line.group(1)})" if line else ""))
+    if survey.has_doctype:
+        return FileRejected("F01", "a DOCTYPE is not allowed")
+    return survey
+
+
+def decode_request_file(data: bytes) -> RequestFile | FileRejected:
+    """The request file as an instruction frame, or the file-level rejection F01–F03.
+
+    Streaming, so that memory stays bounded by the instructions, never by the shape of the bytes
+    (sf6110.md: any file within the maximum is judged, whatever its shape): the schema validates
+    while the instructions are read one at a time. Only a file the schema refuses (or one with a
+    DOCTYPE) is surveyed, to tell F01 from F02 in table order, and read again without its xsi:*
+    attributes (allowed by F02) when it has any. Comments and processing instructions are not
+    content: `<CPR>01<!---->01</CPR>` reads `0101`."""
+    problem = _encoding_problem(data)
+    if problem is not None:
+        return FileRejected("F01", problem)
+    if b"<!DOCTYPE" in data:  # maybe only in a comment: the survey tells
+        survey = _survey(data)
+        if isinstance(survey, FileRejected):
+            return survey
+    read = _read(data)
+    if isinstance(read, FileRejected):
+        survey = _survey(data)
+        if isinstance(survey, FileRejected):
+            return survey
+        if not survey.xsi:
+            return read
+        read = _read(_without_xsi(data))
+        if isinstance(read, FileRejected):
+            return read
+    kommunekode, dannet, antal_text, instructions = read
+    antal = int(antal_text) if _WHOLE_NUMBER.fullmatch(antal_text) and len(antal_text.lstrip("0")) <= 18 else None
+    if antal is None:
+        return FileRejected("F03", "AntalAnmodninger is not a whole number", kommunekode)
+    if antal != instructions.count:
+        return FileRejected(
+            "F03", f"AntalAnmodninger differs from the {instructions.count} TraekAnmodning in the file", kommunekode
+        )
+    return RequestFile(kommunekode, dannet, antal, instructions.frame())
+
+
+def _without_xsi(data: bytes) -> bytes:
+    cleaned = io.BytesIO()
+    etree.fromstring(data, etree.XMLParser(target=_WithoutXsi(cleaned), **_PARSER_OPTIONS))
+    return cleaned.getvalue()
+
+
+def _read(data: bytes) -> tuple[str, str, str, "_InstructionColumns"] | FileRejected:
+    """Header and instructions, validated against sf6110.xsd while they are read; F02 at the
+    first error (which may also be that the bytes are not well-formed: the survey tells)."""
+    header: list[str] = []
+    instructions = _InstructionColumns()
+    source = _StopAtSchemaError(data)
+    events = etree.iterparse(
+        source, events=("end",), tag=_TOP_LEVEL, schema=request_schema(),
+        remove_comments=True, remove_pis=True, **_PARSER_OPTIONS,
+    )  # fmt: skip
+    source.parsing = events
+    root, closed = None, False
+    try:
+        for _, element in events:
+            if element.tag == _ROOT and element.getparent() is None:
+                closed = True  # iterparse says nothing of a file cut off before this
+                continue
+            root = element.getparent()
+            if events.error_log.filter_from_errors():
+                break  # read only what the schema accepts
+            if element.tag == _TRAEK_ANMODNING:
+                instructions.add(element)
+            elif len(header) < 3:
+                header.append(element.text or "")
+            # Read: let it go (and whatever came before it), so the tree holds one instruction.
+            element.clear(keep_tail=False)
+            while element.getprevious() is not None:
+                del root[0]
+    except (etree.XMLSyntaxError, _SchemaError):
+        closed = False
+    errors = events.error_log.filter_from_errors()
+    if errors or not closed or len(header) < 3:
+        line = errors[0].line if errors else None
+        where = f" (line {line})" if line else ""
+        return FileRejected("F02", f"the file does not follow sf6110.xsd{where}", _kommunekode_if_readable(root, header))
+    return header[0], header[1], header[2], instructions
+
+
+
+
+class _SchemaError(Exception):
+    pass
+
+
+class _StopAtSchemaError:
+    """The bytes for `iterparse`, a chunk at a time, until the schema has found an error: libxml2
+    goes on parsing after a validity error, and a file of 15 million misplaced tiny elements would
+    then become a tree of 2 GB. Stopping here bounds that by one chunk."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+        self.parsing = None
+
+    def read(self, size: int = -1) -> bytes:
+        if self.parsing is not None and self.parsing.error_log.filter_from_errors():
+            raise _SchemaError
+        return self._data.read(size)
+
+
+def _kommunekode_if_readable(root: etree._Element | None, header: list[str]) -> str | None:
     """The Kommunekode of a file that breaks the schema, when its first element is one."""
-    if root.tag != _qualified("TraekAnmodningSamling") or len(root) == 0:
+    if root is None or root.tag != _qualified("TraekAnmodningSamling"):
         return None
-    first = root[0]
-    if first.tag != _qualified("Kommunekode") or len(first):
+    if header:  # read before the schema error
+        return header[0]
+    first = root[0] if len(root) else None
+    if first is None or first.tag != _qualified("Kommunekode") or len(first):
         return None
     return first.text or ""
 
 
-def decode_request_file(data: bytes) -> RequestFile | FileRejected:
-    """The request file as an instruction frame, or the file-level rejection F01–F03."""
-    problem = _encoding_problem(data)
-    if problem is not None:
-        return FileRejected("F01", problem)
-    try:
-        root = parse_xml(data)
-    except XmlRefused as exc:
-        return FileRejected("F01", _refusal_reason(exc))
+class _InstructionColumns:
+    """The instruction frame's columns, filled one (already validated) TraekAnmodning at a time."""
 
-    # Comments and processing instructions are not content: drop them (their tails stay), so that
-    # `<CPR>01<!-- -->01</CPR>` reads `0101` and every leaf is a single text node.
-    etree.strip_elements(root, etree.Comment, etree.ProcessingInstruction, with_tail=False)
-    # F02 allows any xsi:* attribute ("other than xsi:*"): they say nothing about SF6110 content,
-    # so they are dropped before validation (xsi:nil or xsi:type cannot change how a value reads).
-    for element in _WITH_XSI_ATTRIBUTE(root):
-        for name in [name for name in element.attrib if name.startswith(_XSI)]:
-            del element.attrib[name]
+    def __init__(self) -> None:
+        self.count = 0
+        self.columns: dict[str, list[str | None]] = {name: [] for name in LEAF_COLUMNS}
+        self.specifikation_present: list[bool] = []
+        self.post_position: list[int] = []
+        self.post_tekst: list[str] = []
+        self.post_beloeb: list[str] = []
+        self._by_tag = {_qualified(name): values for name, values in self.columns.items()}
+        self._specifikation = _qualified("Specifikation")
 
-    schema = request_schema()
-    if not schema.validate(root):
-        error = schema.error_log.last_error
-        where = f" (line {error.line})" if error is not None and error.line else ""
-        return FileRejected("F02", f"the file does not follow sf6110.xsd{where}", _kommunekode_if_readable(root))
-
-    kommunekode, dannet, antal_text = (root[i].text or "" for i in range(3))
-    traek_anmodninger = root[3:]
-    antal = int(antal_text) if _WHOLE_NUMBER.fullmatch(antal_text) and len(antal_text.lstrip("0")) <= 18 else None
-    if antal is None:
-        return FileRejected("F03", "AntalAnmodninger is not a whole number", kommunekode)
-    if antal != len(traek_anmodninger):
-        return FileRejected(
-            "F03", f"AntalAnmodninger differs from the {len(traek_anmodninger)} TraekAnmodning in the file", kommunekode
-        )
-    return RequestFile(kommunekode, dannet, antal, _instruction_frame(traek_anmodninger))
-
-
-def _instruction_frame(traek_anmodninger: list[etree._Element]) -> pl.DataFrame:
-    """Columns built as lists in one pass over the (already validated) tree, one frame at the end."""
-    n = len(traek_anmodninger)
-    columns: dict[str, list[str | None]] = {name: [None] * n for name in LEAF_COLUMNS}
-    specifikation_present = [False] * n
-    post_position: list[int] = []
-    post_tekst: list[str] = []
-    post_beloeb: list[str] = []
-    specifikation = _qualified("Specifikation")
-    by_tag = {_qualified(name): values for name, values in columns.items()}
-    for position, traek_anmodning in enumerate(traek_anmodninger):
+    def add(self, traek_anmodning: etree._Element) -> None:
+        position = self.count
+        self.count += 1
+        for values in self.columns.values():
+            values.append(None)
+        self.specifikation_present.append(False)
         for element in traek_anmodning:
             tag = element.tag
-            if tag == specifikation:
-                specifikation_present[position] = True
+            if tag == self._specifikation:
+                self.specifikation_present[position] = True
                 for post in element:  # the schema fixes Post = (Tekst, Beloeb)
-                    post_position.append(position)
-                    post_tekst.append(post[0].text or "")
-                    post_beloeb.append(post[1].text or "")
+                    self.post_position.append(position)
+                    self.post_tekst.append(post[0].text or "")
+                    self.post_beloeb.append(post[1].text or "")
             else:
-                by_tag[tag][position] = element.text or ""
+                self._by_tag[tag][position] = element.text or ""
 
-    frame = pl.DataFrame(
-        {
-            "position": pl.Series(range(n), dtype=pl.Int32),
-            **{LEAF_COLUMNS[name]: pl.Series(values, dtype=pl.String) for name, values in columns.items()},
-            "specifikation_present": pl.Series(specifikation_present, dtype=pl.Boolean),
-        }
-    )
-    poster = (
-        pl.DataFrame(
+    def frame(self) -> pl.DataFrame:
+        frame = pl.DataFrame(
             {
-                "position": pl.Series(post_position, dtype=pl.Int32),
-                "tekst": pl.Series(post_tekst, dtype=pl.String),
-                "beloeb": pl.Series(post_beloeb, dtype=pl.String),
+                "position": pl.Series(range(self.count), dtype=pl.Int32),
+                **{LEAF_COLUMNS[name]: pl.Series(values, dtype=pl.String) for name, values in self.columns.items()},
+                "specifikation_present": pl.Series(self.specifikation_present, dtype=pl.Boolean),
             }
         )
-        .group_by("position", maintain_order=True)
-        .agg(poster=pl.struct("tekst", "beloeb"))
-    )
-    return (
-        frame.join(poster, on="position", how="left", maintain_order="left")
-        .with_columns(
-            # An empty <Specifikation/> holds no Post: an empty list, not null (null = absent).
-            poster=pl.when(pl.col("specifikation_present"))
-            .then(pl.col("poster").fill_null(pl.lit([], dtype=pl.List(POST))))
-            .otherwise(None)
+        poster = (
+            pl.DataFrame(
+                {
+                    "position": pl.Series(self.post_position, dtype=pl.Int32),
+                    "tekst": pl.Series(self.post_tekst, dtype=pl.String),
+                    "beloeb": pl.Series(self.post_beloeb, dtype=pl.String),
+                }
+            )
+            .group_by("position", maintain_order=True)
+            .agg(poster=pl.struct("tekst", "beloeb"))
         )
-        .select(INSTRUCTION_SCHEMA.names())
-        .cast(INSTRUCTION_SCHEMA)
-    )
+        return (
+            frame.join(poster, on="position", how="left", maintain_order="left")
+            .with_columns(
+                # An empty <Specifikation/> holds no Post: an empty list, not null (null = absent).
+                poster=pl.when(pl.col("specifikation_present"))
+                .then(pl.col("poster").fill_null(pl.lit([], dtype=pl.List(POST))))
+                .otherwise(None)
+            )
+            .select(INSTRUCTION_SCHEMA.names())
+            .cast(INSTRUCTION_SCHEMA)
+        )
 
 
 # --- encoding a request file (demo, tests, generator) ---------------------------------------

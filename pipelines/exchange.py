@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from pipelines.config import (
     parse_exchange_url,
 )
 from contracts.envelope import METADATA_SUFFIX, RECEIPT_SUFFIX, is_valid_envelope_name
-from pipelines.storage import TEMP_PREFIX, atomic_write, replace
+from pipelines.storage import TEMP_PREFIX, atomic_write, crash_point, make_private_folders, replace
 
 T = TypeVar("T")
 
@@ -69,9 +70,25 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class Stray:
+    """An entry in IN/ that cannot be (part of) a delivery or a receipt (exchange.md "Nothing in
+    IN/ is ignored silently"). `regular`: a plain file (not a link, folder, FIFO…) that can be read."""
+
+    name: str
+    reason: str
+    regular: bool
+    size: int
+    mtime: datetime
+
+
+@dataclass(frozen=True)
 class _Entry:
     size: int
     mtime: datetime
+    kind: str  # "file" (regular, not a link), "link", "folder" or "other" (FIFO, socket, device)
+
+
+_KIND_TEXT = {"link": "et symbolsk link (følges aldrig)", "folder": "en mappe", "other": "ikke en almindelig fil"}
 
 
 def account_path(path: str) -> str:
@@ -117,7 +134,9 @@ class ExchangeClient:
 
     def list_deliveries(self) -> list[Delivery]:
         """Complete deliveries in IN/, in the order intake handles them: (received, name as bytes)."""
-        entries = {name: entry for name, entry in self._entries("IN").items() if not _is_temporary(name)}
+        entries = {
+            name: entry for name, entry in self._entries("IN").items() if not _is_temporary(name) and entry.kind == "file"
+        }
         deliveries = [
             Delivery(name=name, size=entry.size, received=metadata.mtime.replace(microsecond=0))
             for name, entry in entries.items()
@@ -129,11 +148,41 @@ class ExchangeClient:
         """Names of the technical receipts in IN/ (exchange.md "Technical receipt")."""
         return sorted(
             name
-            for name in self._entries("IN")
+            for name, entry in self._entries("IN").items()
             if not _is_temporary(name)
+            and entry.kind == "file"
             and name.endswith(RECEIPT_SUFFIX)
             and is_valid_envelope_name(name[: -len(RECEIPT_SUFFIX)])
         )
+
+    def list_strays(self, orphan_after_seconds: float, now: datetime | None = None) -> list[Stray]:
+        """Every entry of IN/ that is neither a delivery, nor a receipt, nor one still arriving
+        (data whose metadata may follow, a temporary name), by name. Links are never followed: the
+        listing's own entry type is used (lstat locally, the SFTP directory listing's attributes)."""
+        now = now or datetime.now(UTC)
+        entries = self._entries("IN")
+        regular = {name for name, entry in entries.items() if entry.kind == "file"}
+        strays = []
+        for name, entry in sorted(entries.items()):
+            old = (now - entry.mtime).total_seconds() > orphan_after_seconds
+            base = name.removesuffix(METADATA_SUFFIX).removesuffix(RECEIPT_SUFFIX)
+            if _is_temporary(name):
+                reason = "en midlertidig fil ingen gør færdig" if old else None
+            elif entry.kind != "file":
+                reason = _KIND_TEXT[entry.kind]
+            elif not is_valid_envelope_name(base):
+                reason = "navnet følger ikke reglerne for filnavne (exchange.md)"
+            elif name.endswith(RECEIPT_SUFFIX):
+                reason = None
+            elif name.endswith(METADATA_SUFFIX):
+                reason = None if base in regular else "metadata uden data"
+            elif name + METADATA_SUFFIX in regular:
+                reason = None
+            else:
+                reason = f"data uden metadata i over {orphan_after_seconds:.0f} s" if old else None
+            if reason is not None:
+                strays.append(Stray(name, reason, entry.kind == "file", entry.size, entry.mtime))
+        return strays
 
     def listdir(self, folder: str) -> list[str]:
         """Plain names of everything in IN or OUT, temporary names included."""
@@ -150,7 +199,14 @@ class ExchangeClient:
     def write(self, path: str, data: bytes) -> None:
         """Atomically: a reader sees the old file or the new one, never part of it (operations.md)."""
         real = self._real(self._file(path))
-        self._run(f"write {path}", lambda fs: atomic_write(fs, real, data))
+
+        def write(fs: fsspec.AbstractFileSystem) -> None:
+            # A write cut off with its connection (or its server) could not remove its temporary
+            # file: the retry, or the next run, removes it first, so no orphan stays in OUT/.
+            _remove_temporaries_of(fs, real)
+            atomic_write(fs, real, data)
+
+        self._run(f"write {path}", write)
 
     def rename(self, src: str, dst: str) -> None:
         """Rename, replacing `dst` when it exists (POSIX semantics on both file systems)."""
@@ -175,6 +231,18 @@ class ExchangeClient:
                 pass
 
         self._run(f"remove {path}", remove)
+        crash_point()
+
+    def remove_orphaned_temporaries(self, folder: str, older_than_seconds: float) -> list[str]:
+        """Remove the temporary files of writes that died (atomic_write's TEMP_PREFIX names) not
+        touched for `older_than_seconds`; the paths removed."""
+        now = datetime.now(UTC)
+        removed = []
+        for name, entry in self._entries(folder).items():
+            if _is_temporary(name) and entry.kind == "file" and (now - entry.mtime).total_seconds() > older_than_seconds:
+                self.remove(f"{folder}/{name}")
+                removed.append(f"{folder}/{name}")
+        return removed
 
     def exists(self, path: str) -> bool:
         real = self._real(account_path(path))
@@ -219,6 +287,11 @@ class ExchangeClient:
     def _is_transient(self, exc: BaseException) -> bool:
         return False
 
+    def _refusal(self, exc: BaseException, what: str) -> ExchangeError | None:
+        """The server refused `what` for a reason a person must remove: the error to raise in its
+        place, naming what to fix; None to raise `exc` as it is (a local folder: its OSError)."""
+        return None
+
     # --- machinery ------------------------------------------------------------------------------
 
     def _run(
@@ -242,6 +315,10 @@ class ExchangeClient:
                 raise
             except Exception as exc:
                 if not self._is_transient(exc):
+                    refused = self._refusal(exc, what)
+                    if refused is not None:
+                        refused.attempts = attempt
+                        raise refused from exc
                     raise
                 self._drop()
                 if attempt > self.retries:
@@ -259,14 +336,11 @@ class ExchangeClient:
             self._disconnect(fs)
 
     def _entries(self, folder: str) -> dict[str, _Entry]:
-        """The regular files in a folder, by plain name, from one directory listing."""
+        """Everything in a folder, by plain name, from one directory listing, each with the type
+        of the entry itself: a link is a link, whatever it points to (or whether it points at all)."""
         real = self._real(self._folder(folder))
         listing = self._run(f"list {folder}", lambda fs: fs.ls(real, detail=True))
-        return {
-            posixpath.basename(info["name"]): _Entry(size=int(info["size"]), mtime=_utc(info["mtime"]))
-            for info in listing
-            if info.get("type") == "file" and not info.get("islink")
-        }
+        return {posixpath.basename(info["name"].rstrip("/")): _entry(info) for info in listing}
 
     def _real(self, path: str) -> str:
         return posixpath.join(self.root, path)
@@ -282,6 +356,39 @@ class ExchangeClient:
         if account_path(path) in FOLDERS:
             raise ValueError(f"{path!r} is a folder of the exchange account, not a file in it")
         return path
+
+
+def _entry(info: dict) -> _Entry:
+    # fsspec's local listing marks a link with `islink` (and types it "other" by lstat); sshfs
+    # types it "link" from the SFTP listing's attributes (which OpenSSH takes by lstat).
+    if info.get("islink") or info.get("type") == "link":
+        kind = "link"
+    else:
+        kind = {"file": "file", "directory": "folder"}.get(info.get("type"), "other")
+    mtime = info.get("mtime") or 0
+    return _Entry(size=int(info.get("size") or 0), mtime=_utc(mtime), kind=kind)
+
+
+def _folder_of(what: str) -> str:
+    """`IN` or `OUT` from an operation's description ("write OUT/x.xml"), else the account root."""
+    for word in what.split():
+        folder = word.split("/")[0]
+        if folder in FOLDERS:
+            return folder
+    return "IN/ and OUT"
+
+
+def _remove_temporaries_of(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Remove the temporary files an interrupted `atomic_write` of `path` left next to it (their
+    names are pipelines.storage.temp_name_for's: the prefix, 32 hex digits, a hint of the name)."""
+    folder, name = posixpath.split(path)
+    hint = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}-" + re.escape(name[:48]))
+    for entry in fs.ls(folder, detail=False):
+        if hint.fullmatch(posixpath.basename(entry.rstrip("/"))):
+            try:
+                fs.rm_file(entry)
+            except FileNotFoundError:
+                pass
 
 
 def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
@@ -302,7 +409,7 @@ class LocalExchangeClient(ExchangeClient):
 
     def _connect(self) -> fsspec.AbstractFileSystem:
         for folder in FOLDERS:
-            os.makedirs(os.path.join(self.root, folder), exist_ok=True)
+            make_private_folders(os.path.join(self.root, folder))
         return LocalFileSystem()
 
 
@@ -412,12 +519,32 @@ class SftpExchangeClient(ExchangeClient):
             )
         return None
 
+    def _refusal(self, exc: BaseException, what: str) -> ExchangeError | None:
+        import asyncssh
+
+        account = self.location.username
+        # After login, PermissionError is the server's "permission denied" on a path (sshfs and
+        # pipelines.storage turn SFTPPermissionDenied into it for some operations, not for all).
+        if isinstance(exc, (asyncssh.SFTPPermissionDenied, PermissionError)):
+            return ExchangeAccessError(
+                f"{self.where}: {what} refused by the server: permission denied for the account "
+                f"{account!r}; the SFTP service must give it read and write access to {_folder_of(what)}/"
+            )
+        if isinstance(exc, (asyncssh.SFTPFailure, asyncssh.SFTPNoSpaceOnFilesystem, asyncssh.SFTPQuotaExceeded)):
+            # OpenSSH answers a full disk or quota with the bare SFTP "Failure" (protocol 3 has no
+            # code for it): say what it usually means, and that the next run tries again.
+            return ExchangeError(
+                f"{self.where}: {what} failed on the server ({type(exc).__name__}: {exc.reason or 'no reason'}); "
+                f"usually the account's disk is full or over quota: free space for {account!r}, the next run tries again"
+            )
+        return None
+
     def _is_transient(self, exc: BaseException) -> bool:
         import asyncssh
         from fsspec.asyn import FSTimeoutError
 
         if self._access_error(exc) is not None:
-            return False
+            return False  # PermissionError included: at login a wrong key, after it a refused path
         if isinstance(exc, asyncssh.SFTPError):
             return isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection))
         if isinstance(exc, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)):
@@ -433,7 +560,7 @@ def _read_key(path: str):
     import asyncssh
 
     try:
-        check_readable_file(SFTP_KEY, path, "private key file of UDK's SFTP account")
+        check_readable_file(SFTP_KEY, path, "den private nøgle til UDK's SFTP-konto")
         return asyncssh.read_private_key(path)
     except ConfigError as exc:
         raise ExchangeAccessError(str(exc)) from exc
@@ -448,7 +575,7 @@ def _read_known_hosts(path: str):
     import asyncssh
 
     try:
-        check_readable_file(SFTP_KNOWN_HOSTS, path, "known_hosts file with the SFTP server's host key")
+        check_readable_file(SFTP_KNOWN_HOSTS, path, "known_hosts-filen med SFTP-serverens værtsnøgle")
         return asyncssh.read_known_hosts(path)
     except ConfigError as exc:
         raise ExchangeAccessError(str(exc)) from exc

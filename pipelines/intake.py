@@ -3,8 +3,9 @@
 sf6110.md "Intake" and exchange.md "What the pipeline does with the envelope". Per delivery, in
 order of (received, name):
 
-1. read the metadata and check the envelope; what does not hold is archived in quarantine and
-   removed from IN/, and nothing is answered;
+1. read the metadata and check the envelope; what does not hold, and a FileTransferUUID already
+   used for another file (exchange.md "Exactly once"), is archived in quarantine and removed
+   from IN/, and nothing is answered;
 2. archive data and metadata unchanged (`archive/received/<FileTransferUUID>/`);
 3. judge the file (assets.sf6110_rules) unless a decision for its FileTransferUUID exists, and
    commit the decision with its registrations (the decision is the commit point);
@@ -12,7 +13,12 @@ order of (received, name):
 5. remove the pair from IN/ (data, then metadata).
 
 Every step can be repeated: a run that dies anywhere is finished by the next run, with one
-decision, one registration per instruction and one kvittering."""
+decision, one registration per instruction and one kvittering. A file that cannot be judged for
+a reason of our own (a bug, a resource limit) stays archived and waiting in IN/, is named in the
+run's report, and is tried again by the next run; the other files are judged and answered
+(sf6110.md "never holds up other deliveries"). Entries of IN/ that cannot be deliveries are
+reported, and set aside in quarantine when they are plain files (exchange.md "Nothing in IN/ is
+ignored silently")."""
 
 from __future__ import annotations
 
@@ -42,9 +48,9 @@ from contracts.sf6110 import (
 )
 from pipelines.calendar import TZ
 from pipelines.config import Partners
-from pipelines.exchange import Delivery, ExchangeClient
+from pipelines.exchange import Delivery, ExchangeClient, Stray
 from pipelines.outbox import ReceiptRecorded, record_receipts, send
-from pipelines.state import StateStore, sha256_hex, utc_now
+from pipelines.state import TEMP_GRACE_SECONDS, StateStore, sha256_hex, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,8 @@ log = logging.getLogger(__name__)
 _SAFE_UUID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 QUARANTINED = "KARANTAENE"
+REPEATED = "GENTAGET"  # exchange.md: an exact repeat (same UUID, name and bytes), removed unanswered
+UNDECIDED = "UAFGJORT"  # could not be judged for a reason of our own; waits for the next run
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,8 @@ class FileReport:
     filnavn: str
     afsender: str
     modtaget: dt.datetime
-    status: str  # MODTAGET | AFVIST | KARANTAENE
-    kode: str | None = None  # F-code for AFVIST, the reason for KARANTAENE
+    status: str  # MODTAGET | AFVIST | KARANTAENE | GENTAGET | UAFGJORT
+    kode: str | None = None  # F-code for AFVIST, the reason for KARANTAENE and UAFGJORT
     kommunekode: str | None = None
     file_transfer_uuid: str | None = None
     antal_modtaget: int = 0
@@ -76,6 +84,11 @@ class FileReport:
 class IntakeReport:
     files: list[FileReport]
     receipts: list[ReceiptRecorded]
+    strays: list[Stray] = field(default_factory=list)  # IN/ entries that cannot be deliveries
+
+    @property
+    def undecided(self) -> list[FileReport]:
+        return [f for f in self.files if f.status == UNDECIDED]
 
     def counts(self) -> Counter:
         counts: Counter = Counter()
@@ -97,28 +110,48 @@ def run_intake(
     *,
     keep: bool = False,
     run_id: str = "",
+    max_bytes: int | None = None,
+    orphan_after_seconds: float = 3600,
 ) -> IntakeReport:
     """One intake pass. `newest_pensionssager` is called only when there is something to judge:
     without a snapshot, intake fails and leaves the deliveries waiting (sf6110.md), but the
-    technical receipts are recorded first. `run_id` (the Dagster run) is kept in each decision."""
+    technical receipts are recorded first. `run_id` (the Dagster run) is kept in each decision;
+    `max_bytes` is PENSIONSTRAEK_MAX_SF6110_BYTES, `orphan_after_seconds`
+    PENSIONSTRAEK_ORPHAN_DATA_SECONDS."""
     with state.lock("intake"):
+        _remove_orphaned_temporaries(state, client)
         receipts = record_receipts(client, state, keep=keep)
         if not keep:
             _finish_interrupted_removals(client, state)
+        strays = [_set_aside(client, state, stray, keep, max_bytes) for stray in client.list_strays(orphan_after_seconds)]
         deliveries = client.list_deliveries()
         if not deliveries:
-            return IntakeReport(files=[], receipts=receipts)
+            return IntakeReport(files=[], receipts=receipts, strays=strays)
         snapshot_periode, pensionssager = newest_pensionssager()
-        judge = _Judge(state, partners, pensionssager, snapshot_periode, run_id)
+        judge = _Judge(state, partners, pensionssager, snapshot_periode, run_id, max_bytes)
         reports = [_take_in(client, state, partners, judge, delivery, keep) for delivery in deliveries]
-        return IntakeReport(files=reports, receipts=receipts)
+        return IntakeReport(files=[r for r in reports if r is not None], receipts=receipts, strays=strays)
+
+
+def _remove_orphaned_temporaries(state: StateStore, client: ExchangeClient) -> None:
+    """What a killed write left behind (pipelines.storage TEMP_PREFIX), in the state store and in
+    our OUT/ (IN/ is the platform's): never read by anyone, so only clutter, but clutter an auditor
+    would ask about. Only ones untouched for TEMP_GRACE_SECONDS: a settlement may be writing now
+    (it does not take the intake lock), and a live write touches its file all the time."""
+    removed = state.remove_orphaned_temporaries() + client.remove_orphaned_temporaries("OUT", TEMP_GRACE_SECONDS)
+    if removed:
+        log.info("%d efterladte midlertidige filer fjernet: %s", len(removed), ", ".join(removed[:5]))
 
 
 class _Judge:
     """The history a decision depends on, kept up to date across the files of one run."""
 
-    def __init__(self, state: StateStore, partners: Partners, pensionssager: pl.DataFrame, snapshot: str, run_id: str):
+    def __init__(
+        self, state: StateStore, partners: Partners, pensionssager: pl.DataFrame, snapshot: str, run_id: str,
+        max_bytes: int | None,
+    ):  # fmt: skip
         self.state = state
+        self.max_bytes = max_bytes
         self.run_id = run_id
         self.partners = partners
         self.pensionssager = pensionssager
@@ -139,6 +172,7 @@ class _Judge:
             accepted_before=frozenset(self.accepted_before),
             pensionssager=self.pensionssager,
             ledger=self.ledger,
+            max_bytes=self.max_bytes,
         )
         rejected = decision.outcomes.filter(pl.col("status") == "AFVIST")
         record = {
@@ -173,7 +207,9 @@ def _take_in(
     judge: _Judge,
     delivery: Delivery,
     keep: bool,
-) -> FileReport:
+) -> FileReport | None:
+    """One delivery through steps 1–5; None when it is a delivery already taken in and answered,
+    left in IN/ (kept, or a run that died before removing it)."""
     name = delivery.name
     metadata_raw = client.read(f"IN/{name}.metadata")
     data = client.read(f"IN/{name}")
@@ -183,23 +219,41 @@ def _take_in(
         problem = _envelope_problem(metadata, name, len(data), partners)
     except EnvelopeError as exc:
         metadata, problem = None, f"metadata kan ikke læses: {exc}"
+    # Older, pretty-printed platform metadata may wrap the UUID in white space (exchange.md).
+    uuid = metadata.file_transfer_uuid.strip() if problem is None else ""
+    if problem is None:
+        problem = _uuid_used_for_another_file(state, uuid, name, data)
     if problem is not None:
         return _quarantine(client, state, delivery, data, metadata_raw, problem, keep)
 
-    # Older, pretty-printed platform metadata may wrap the UUID in white space (exchange.md).
-    uuid = metadata.file_transfer_uuid.strip()
     sender = metadata.descriptor.sender
     # exchange.md: archived unchanged before anything else happens.
     state.write_once(f"archive/received/{uuid}/{name}", data)
     state.write_once(f"archive/received/{uuid}/{name}.metadata", metadata_raw)
 
     decided_before = state.has_decision(uuid)
-    record = (
-        state.read_json(state.decision_path(uuid))
-        if decided_before
-        else judge.decide(data, sender, name, uuid, delivery.received)
-    )
+    if decided_before:
+        record = state.read_json(state.decision_path(uuid))
+    else:
+        try:
+            record = judge.decide(data, sender, name, uuid, delivery.received)
+        except Exception as exc:  # noqa: BLE001 - sf6110.md: never holds up other deliveries
+            return _undecided(delivery, sender, uuid, exc)
     kvittering_name = kvittering_filnavn(record["kommunekode"], uuid)
+    answered = (state.sent_record(kvittering_name) or {}).get("status", "sending") != "sending"
+    if answered:
+        # exchange.md "Exactly once": the same delivery again. The platform's repeat (another
+        # received time) is counted as one; our own leftover (kept, or a run that died before
+        # removing it) is simply finished.
+        if not keep:
+            _remove_pair(client, name)
+        if delivery.received.isoformat() == record["modtaget"]:
+            return None
+        log.info("SF6110 %s fra %s (%s): gentaget levering, fjernet uden svar", name, sender, uuid)
+        return FileReport(
+            filnavn=name, afsender=sender, modtaget=delivery.received, status=REPEATED,
+            kommunekode=record["kommunekode"], file_transfer_uuid=uuid,
+        )  # fmt: skip
     kvittering = encode_kvittering(
         kommunekode=record["kommunekode"],
         modtaget_filnavn=name,
@@ -238,6 +292,54 @@ def _take_in(
         kvittering=kvittering_name,
         decided_before=decided_before,
     )
+
+
+def _uuid_used_for_another_file(state: StateStore, uuid: str, name: str, data: bytes) -> str | None:
+    """exchange.md "Exactly once": a FileTransferUUID already taken in for other bytes or another
+    name is a platform fault. The first delivery stands; this one goes to quarantine."""
+    if not _SAFE_UUID.fullmatch(uuid):
+        return None  # _envelope_problem has refused it
+    archived = [n for n in state.listdir(f"archive/received/{uuid}") if not n.endswith(METADATA_SUFFIX)]
+    if not archived or archived == [name] and state.read(f"archive/received/{uuid}/{name}") == data:
+        return None
+    what = "et andet navn" if archived != [name] else "andet indhold"
+    return f"FileTransferUUID {uuid} er allerede modtaget med {what} ({archived[0][:80]})"
+
+
+def _undecided(delivery: Delivery, sender: str, uuid: str, exc: Exception) -> FileReport:
+    """sf6110.md: a file that cannot be judged for a reason of our own waits (archived, in IN/)
+    and is tried again by the next run; the operator sees it in the run's report and a check."""
+    reason = mask_text(f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
+    log.error("SF6110 %s fra %s (%s) kunne ikke afgøres og prøves igen ved næste kørsel: %s", delivery.name, sender, uuid, reason)
+    return FileReport(
+        filnavn=delivery.name, afsender=sender, modtaget=delivery.received, status=UNDECIDED,
+        kode=reason, file_transfer_uuid=uuid,
+    )  # fmt: skip
+
+
+def _set_aside(client: ExchangeClient, state: StateStore, stray: Stray, keep: bool, max_bytes: int | None) -> Stray:
+    """exchange.md "Nothing in IN/ is ignored silently": a plain file that cannot be a delivery is
+    archived in quarantine and removed from IN/; anything else (a link, never followed; a folder; a
+    FIFO) is left where it is and reported on every run until someone removes it."""
+    if not stray.regular or (max_bytes is not None and stray.size > max_bytes):
+        log.warning("IN/%r kan ikke være en levering: %s (bliver liggende)", stray.name, stray.reason)
+        return stray
+    try:
+        data = client.read(f"IN/{stray.name}")
+    except ValueError:  # a name the exchange client will not address (a backslash, say)
+        log.warning("IN/%r kan ikke være en levering: %s (kan ikke læses)", stray.name, stray.reason)
+        return stray
+    stamp = stray.mtime.strftime("%Y%m%dT%H%M%SZ")
+    folder = f"archive/quarantine/{stamp}_{sha256_hex(stray.name.encode() + data)[:16]}"
+    state.write_once(f"{folder}/indhold", data)  # not under its name: it may be no file name at all
+    state.write_json(
+        f"{folder}/reason.json",
+        {"filnavn": stray.name, "modtaget": stray.mtime.isoformat(), "reason": stray.reason, "art": "ukendt post i IN/"},
+    )
+    if not keep:
+        client.remove(f"IN/{stray.name}")
+    log.warning("IN/%r kan ikke være en levering: %s (arkiv %s)", stray.name, stray.reason, folder)
+    return stray
 
 
 def _envelope_problem(metadata, name: str, size: int, partners: Partners) -> str | None:
@@ -330,6 +432,19 @@ def quarantined(state: StateStore) -> list[dict]:
         state.read_json(f"archive/quarantine/{folder}/reason.json")
         for folder in state.listdir("archive/quarantine")
         if state.exists(f"archive/quarantine/{folder}/reason.json")
+    ]
+
+
+def undecided(state: StateStore) -> list[dict]:
+    """Every delivery archived but not decided: one that could not be judged (and waits in IN/
+    for the next run), for the operator's asset check. {file_transfer_uuid, filnavn}."""
+    decided = {name.removesuffix(".json") for name in state.listdir("intake") if name.endswith(".json")}
+    return [
+        {"file_transfer_uuid": uuid, "filnavn": name}
+        for uuid in state.listdir("archive/received")
+        if uuid not in decided
+        for name in state.listdir(f"archive/received/{uuid}")
+        if not name.endswith(METADATA_SUFFIX)
     ]
 
 

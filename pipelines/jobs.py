@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from pipelines.monitoring import KOERSEL_TAG
 from pipelines.partitions import periode_partitions
 
 settlement_job = dg.define_asset_job(
@@ -12,6 +13,8 @@ settlement_job = dg.define_asset_job(
         "Settlement of udbetalingsperiode P with SF6111 and SF2601 per municipality. A backfill over "
         "a range of periods runs as one run, period by period."
     ),
+    # The production instance runs one settlement at a time on this tag (deploy/dagster.yaml).
+    tags={KOERSEL_TAG: "afregning"},
 )
 
 haendelser_job = dg.define_asset_job(

@@ -18,11 +18,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from contracts.envelope import RECEIPT_SUFFIX, EnvelopeError, decode_receipt, encode_trigger, trigger_for
-from pipelines.exchange import ExchangeClient
 from pipelines.state import StateStore, sha256_hex, utc_now
+
+if TYPE_CHECKING:  # only a type here: reading the state store needs no Dagster (pensionstraek explain)
+    from pipelines.exchange import ExchangeClient
 
 # --- the transport-neutral core ---------------------------------------------------------------
 
@@ -112,7 +114,7 @@ class FileBook:
         for item in items:
             record = self.state.sent_record(item.key)
             if record is not None and record["sha256"] != sha256_hex(item.data):
-                raise RuntimeError(f"{item.key} was sent before with other content; a new file needs a new name")
+                raise RuntimeError(f"{item.key} er sendt før med andet indhold; en ny fil skal have et nyt navn")
             if record is None:
                 trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, self.recipients))
                 self.state.write(f"{self.folder}/data", item.data)
@@ -227,7 +229,8 @@ def record_receipts(client: ExchangeClient, state: StateStore, *, keep: bool = F
             if not keep:
                 client.remove(f"IN/{receipt_name}")
             continue
-        state.write_once(f"archive/receipts/{receipt_name}.{len(copies)}", raw)
+        if not copies or state.read(copies[-1]) != raw:  # archived already by a run that died
+            state.write_once(f"archive/receipts/{receipt_name}.{len(copies)}", raw)
         try:
             receipt = decode_receipt(raw)
             succeeded = receipt.succeeded

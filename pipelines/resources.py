@@ -9,7 +9,20 @@ import os
 
 import dagster as dg
 
-from pipelines.config import KEEP_DELIVERIES, PARTNERS, STATE_URL, ConfigError, Partners, env, load_partners
+from pipelines.config import (
+    DEFAULT_MAX_SF6110_BYTES,
+    DEFAULT_ORPHAN_DATA_SECONDS,
+    KEEP_DELIVERIES,
+    MAX_SF6110_BYTES,
+    ORPHAN_DATA_SECONDS,
+    PARTNERS,
+    STATE_URL,
+    ConfigError,
+    Partners,
+    env,
+    load_partners,
+    positive_whole_number,
+)
 from pipelines.state import StateStore
 
 
@@ -18,6 +31,8 @@ class StateResource(dg.ConfigurableResource):
 
     url: str = "./var/state"
     keep_deliveries: bool = False  # exchange.md: remove processed pairs from IN/ (configurable: keep)
+    max_sf6110_bytes: int = DEFAULT_MAX_SF6110_BYTES  # PENSIONSTRAEK_MAX_SF6110_BYTES: larger is F06
+    orphan_data_seconds: int = DEFAULT_ORPHAN_DATA_SECONDS  # PENSIONSTRAEK_ORPHAN_DATA_SECONDS
 
     def store(self) -> StateStore:
         return StateStore(self.url)
@@ -27,7 +42,12 @@ class StateResource(dg.ConfigurableResource):
         keep = env(KEEP_DELIVERIES).lower()
         if keep not in ("", "0", "1", "true", "false"):
             raise ConfigError(f"{KEEP_DELIVERIES}={keep!r}: use true or false")
-        return cls(url=env(STATE_URL), keep_deliveries=keep in ("1", "true"))
+        return cls(
+            url=env(STATE_URL),
+            keep_deliveries=keep in ("1", "true"),
+            max_sf6110_bytes=positive_whole_number(MAX_SF6110_BYTES, DEFAULT_MAX_SF6110_BYTES),
+            orphan_data_seconds=positive_whole_number(ORPHAN_DATA_SECONDS, DEFAULT_ORPHAN_DATA_SECONDS),
+        )
 
 
 class PartnersResource(dg.ConfigurableResource):

@@ -10,7 +10,10 @@ Everything the auditors may ask about lives here, written atomically and never d
     ledger/<FileTransferUUID>.parquet                         the registered instructions (LEDGER_SCHEMA)
     sent/<name>/{data,trigger.xml,record.json,receipt.sftpreceipt}   every file sent, with its envelope
     deliveries/<integration>/<periode>/<kommunekode>.json     the versions sent (Loebenummer bookkeeping)
-    periods/<periode>/<table>.parquet                         the settlement's frames per period
+    outgoing/<integration>/<periode>/<name>                   every version of a period's file, as made
+    periods/<periode>/<table>.parquet                         the settlement's frames per period (the last run)
+    archive/afregning/<periode>/<stamp>.parquet               every distinct settlement of P, with netto and
+                                                              walk order (what `pensionstraek explain` reads)
 
 A decision file is the commit point of intake: the ledger and outcome files of a FileTransferUUID
 count only once its decision exists, so a run that dies half-way is simply done again."""
@@ -25,6 +28,8 @@ import io
 import json
 import os
 import posixpath
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +38,12 @@ import polars as pl
 
 from contracts.ledger import LEDGER_SCHEMA, empty_ledger
 from pipelines.config import STATE_URL, ConfigError, check_local_or_url
-from pipelines.storage import TEMP_PREFIX, atomic_write
+from pipelines.storage import FILE_MODE, TEMP_PREFIX, atomic_write, makedirs
+
+
+# A temporary file untouched this long belongs to a write that died (a live write touches it all
+# the time and renames it at once): see docs/decisions.md "Orphaned temporary files".
+TEMP_GRACE_SECONDS = 300
 
 
 class StateStore:
@@ -42,7 +52,7 @@ class StateStore:
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = root.rstrip("/") or "/"
         try:
-            self.fs.makedirs(self.root, exist_ok=True)
+            makedirs(self.fs, self.root)
         except OSError as exc:
             raise ConfigError(f"{STATE_URL}={url!r} cannot be created or written: {exc.strerror}") from exc
 
@@ -56,7 +66,7 @@ class StateStore:
 
     def write(self, relative: str, data: bytes) -> None:
         target = self.path(relative)
-        self.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        makedirs(self.fs, posixpath.dirname(target))
         atomic_write(self.fs, target, data)
 
     def write_once(self, relative: str, data: bytes) -> None:
@@ -91,6 +101,18 @@ class StateStore:
 
     def read_frame(self, relative: str) -> pl.DataFrame:
         return pl.read_parquet(io.BytesIO(self.read(relative)))
+
+    def remove_orphaned_temporaries(self, older_than_seconds: float = TEMP_GRACE_SECONDS) -> list[str]:
+        """Remove what killed writes left (TEMP_PREFIX names) untouched for `older_than_seconds`.
+        Temporary files are not state: nothing ever reads them (`listdir` hides them)."""
+        limit = time.time() - older_than_seconds
+        removed = []
+        for path, info in self.fs.find(self.root, detail=True).items():
+            name = posixpath.basename(path)
+            if name.startswith(TEMP_PREFIX) and info.get("type") == "file" and _mtime(info) < limit:
+                self.fs.rm_file(path)
+                removed.append(posixpath.relpath(path, self.root))
+        return sorted(removed)
 
     # --- intake -----------------------------------------------------------------------------
 
@@ -150,23 +172,48 @@ class StateStore:
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
         """One run at a time for `name` (intake, settlement): two concurrent intakes could both
-        judge a file. Local state: an flock, released by the OS if the process dies."""
+        judge a file. Local state: an flock, released by the OS if the process dies. Re-entrant
+        in the thread that holds it, so that a command may hold it around the run it makes
+        (a second intake is then refused before any run exists)."""
         if not isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
             yield  # remote state: the deployment runs one run of a kind at a time (docs)
             return
         folder = Path(self.path("locks"))
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(folder / f"{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+        path = str((folder / f"{name}.lock").resolve())
+        if _held.get(path) == threading.get_ident():
+            yield
+            return
+        makedirs(self.fs, str(folder))
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise RuntimeError(
-                    f"another {name} run holds {folder / (name + '.lock')}; wait for it to finish"
-                ) from None
-            yield
+                raise LockHeld(name, path) from None
+            _held[path] = threading.get_ident()
+            try:
+                yield
+            finally:
+                del _held[path]
         finally:
             os.close(fd)
+
+
+def _mtime(info: dict) -> float:
+    mtime = info.get("mtime") or 0
+    return mtime.timestamp() if isinstance(mtime, dt.datetime) else float(mtime)
+
+
+class LockHeld(RuntimeError):
+    """Another run of the same kind holds the state store's lock (a normal situation, not a fault:
+    the other run does the work)."""
+
+    def __init__(self, name: str, path: str):
+        self.name, self.path = name, path
+        super().__init__(f"en anden {name} kører ({path} er låst); prøv igen når den er færdig")
+
+
+_held: dict[str, int] = {}  # lock file → the thread of this process that holds it
 
 
 def sha256_hex(data: bytes) -> str:

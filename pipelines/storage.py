@@ -1,12 +1,19 @@
 """The one way to write a file: under a temporary name in the same folder, then an atomic rename.
 
 Used for the exchange (local or SFTP) and for the state store alike, so that a reader never sees a
-half-written file and a crash leaves either the old state or the new one (operations.md)."""
+half-written file and a crash leaves either the old state or the new one (operations.md).
+
+Locally, a write counts only once it is on disk (operations.md "Idempotency and audit": a power
+cut loses nothing committed): the file is fsynced before the rename and its folder after it. What
+we write locally is ours alone, whatever the umask: files 0600, folders 0700 (the state store holds
+personal data). On an SFTP server the server's own rules apply."""
 
 from __future__ import annotations
 
 import errno
+import os
 import posixpath
+import signal
 import sys
 import uuid
 
@@ -14,6 +21,25 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 TEMP_PREFIX = ".tmp-"
+FILE_MODE = 0o600
+FOLDER_MODE = 0o700
+
+# Test hook (docs/decisions.md "Crash tests"): with this variable set to k, the process kills
+# itself with SIGKILL at the k-th step of writing (a temporary file written, a rename done, a file
+# removed), so that tests can crash a real run at any point. Read only when set; never set it in
+# production.
+KILL_AFTER_WRITES = "PENSIONSTRAEK_TEST_KILL_AFTER_WRITES"
+_steps = 0
+
+
+def crash_point() -> None:
+    """One step of writing done: the place where the crash tests' kill hook may strike."""
+    global _steps
+    kill_after = os.environ.get(KILL_AFTER_WRITES)
+    if kill_after:
+        _steps += 1
+        if _steps == int(kill_after):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def temp_name_for(path: str) -> str:
@@ -27,8 +53,12 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write `data` to `path` through a temporary name and a rename that replaces any old file."""
     temp = temp_name_for(path)
     try:
-        with fs.open(temp, "wb") as f:
-            f.write(data)
+        if isinstance(fs, LocalFileSystem):
+            _write_local(temp, data)
+        else:
+            with fs.open(temp, "wb") as f:
+                f.write(data)
+        crash_point()
         replace(fs, temp, path)
     except BaseException:
         try:
@@ -36,13 +66,56 @@ def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         except Exception:  # best effort: the temporary name is ignored by every reader
             pass
         raise
+    if isinstance(fs, LocalFileSystem):
+        _fsync_folder(os.path.dirname(path))
+    crash_point()
+
+
+def _write_local(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)  # os.open's mode passes through the umask
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: str) -> None:
+    fd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def make_private_folders(folder: str) -> None:
+    """`folder` and any missing parents, each 0700 whatever the umask, each made durable."""
+    folder = os.path.abspath(folder)
+    if os.path.isdir(folder):
+        return
+    make_private_folders(os.path.dirname(folder))
+    try:
+        os.mkdir(folder, FOLDER_MODE)
+    except FileExistsError:
+        return  # made by a concurrent writer meanwhile
+    os.chmod(folder, FOLDER_MODE)
+    _fsync_folder(os.path.dirname(folder))
+
+
+def makedirs(fs: fsspec.AbstractFileSystem, folder: str) -> None:
+    """fs.makedirs(exist_ok=True), private and durable on a local file system."""
+    if isinstance(fs, LocalFileSystem):
+        make_private_folders(folder)
+    else:
+        fs.makedirs(folder, exist_ok=True)
 
 
 def replace(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
     """Rename `source` to `target`, replacing `target` when it exists, atomically."""
     if isinstance(fs, LocalFileSystem):
-        import os
-
         os.replace(source, target)
         return
     sshfs = sys.modules.get("sshfs")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.postgres import PostgresServer, running_postgres
 from tests.sshd import SftpServer, running_sftp_server
 
 
@@ -15,6 +16,14 @@ def sftp_server() -> Iterator[SftpServer]:
     """A real OpenSSH sshd on 127.0.0.1 serving `root/<account>/IN|OUT` for udk-pension, kp and ky
     (tests/sshd.py); fails under CI=true and skips otherwise when it cannot run here."""
     with running_sftp_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL on 127.0.0.1 (tests/postgres.py); each test makes its own database
+    with `new_database`. Fails under CI=true and skips otherwise when it cannot run here."""
+    with running_postgres() as server:
         yield server
 
 
@@ -37,3 +46,30 @@ def rabbitmq():
 
     with running_broker() as broker:
         yield broker
+
+
+@pytest.fixture(scope="session")
+def sf1411_service():
+    """The real SF1411 web service over mutual TLS on 127.0.0.1 (tests/tls.py), one per session."""
+    from tests.tls import running_sf1411_service
+
+    with running_sf1411_service() as service:
+        yield service
+
+
+@pytest.fixture(scope="session")
+def dagster_ui(tmp_path_factory):
+    """`dagster dev` on a small settled world (tests/browser.py), one per session."""
+    from tests.browser import running_ui
+
+    with running_ui(tmp_path_factory.mktemp("ui")) as ui:
+        yield ui
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Debian Chromium driven by Playwright for the session (tests/browser.py)."""
+    from tests.browser import chromium
+
+    with chromium() as launched:
+        yield launched

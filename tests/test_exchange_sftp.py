@@ -143,3 +143,23 @@ def test_the_server_stops_exactly_its_own_process() -> None:
     assert not base.exists()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def test_entries_that_cannot_be_deliveries_are_typed_by_the_listing_and_links_not_followed(server: SftpServer) -> None:
+    # exchange.md "Nothing in IN/ is ignored silently", over the real sshd: the SFTP listing's
+    # own attributes say link or folder (OpenSSH lists by lstat); nothing is followed.
+    inbox = server.root / "udk-pension" / "IN"
+    (inbox / "target.xml").write_bytes(b"<x/>")
+    (inbox / "target.xml.metadata").write_bytes(b"<m/>")
+    (inbox / "link.xml").symlink_to("target.xml")
+    (inbox / "mappe.xml").mkdir()
+    (inbox / "alone.xml.metadata").write_bytes(b"<m/>")
+    with server.resource_for("udk-pension").open() as client:
+        strays = {s.name: (s.reason, s.regular) for s in client.list_strays(3600)}
+        deliveries = [d.name for d in client.list_deliveries()]
+    assert deliveries == ["target.xml"]
+    assert strays == {
+        "link.xml": ("et symbolsk link (følges aldrig)", False),
+        "mappe.xml": ("en mappe", False),
+        "alone.xml.metadata": ("metadata uden data", True),
+    }

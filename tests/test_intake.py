@@ -294,6 +294,14 @@ def test_one_run_judges_registers_answers_and_archives_every_delivery(tmp_path, 
     assert (counts["antal_U01"], counts["antal_U03"], counts["antal_U04"], counts["antal_U08"], counts["antal_F03"]) == (1, 2, 1, 1, 1)
     assert counts["ledger_anmodninger"] == 6
 
+    # The dashboard: rejection rates per municipality as a table of numbers, not markdown.
+    [rates] = check_evaluations(outcome, "afvisningsrate_pr_kommune")
+    table = rates.metadata["pr_kommune"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert [c.name for c in table.schema.columns] == ["kommunekode", "navn", "modtaget", "afvist", "andel_afvist"]
+    row_0101 = next(r.data for r in table.records if r.data["kommunekode"] == "0101")
+    assert (row_0101["modtaget"], row_0101["afvist"], row_0101["andel_afvist"]) == (3, 3, 0.5)  # both files of 0101
+
     # 7. No CPR in full in any event of the run, nor in any log line of this process.
     events = event_texts(w)
     assert any("SF6110_0147_20261001090500.xml" in e for e in events)  # the partitions' metadata is in there
@@ -501,24 +509,42 @@ def test_bad_inputs_each_get_their_code_and_nothing_crashes(tmp_path, caplog):
         assert stored.read_bytes() == data
 
 
-def test_a_100_mb_file_is_judged_archived_and_answered(tmp_path):
+def test_a_file_over_the_maximum_is_f06_from_its_size_alone_archived_and_answered(tmp_path):
+    # sf6110.md F06: larger than PENSIONSTRAEK_MAX_SF6110_BYTES (default 64 MiB), judged first and
+    # without parsing: this one is not even XML. Issue 7: a huge file held up everyone's intake.
     w = new_world(tmp_path)
-    valid = request_file("0101", [opret("STOR-1", ALICE)])
-    # ~100 MB of well-formed XML: comments between the header and the instruction (each comment
-    # below libxml2's 10 MB node limit, so the hardened parser reads the file).
-    padding = b"".join(b"<!--" + b"x" * (1 << 20) + b"-->\n" for _ in range(100))
-    big = valid.replace(b"  <TraekAnmodning>", padding + b"  <TraekAnmodning>", 1)
-    assert len(big) > 100 * 10**6
+    big = b"<" * (64 * 1024 * 1024 + 1)
+    exactly = request_file("0101", [opret("STOR-1", ALICE)])
     w.deliver("SF6110_0101_stor.xml", big, received=copenhagen(2026, 10, 1, 9, 0))
+    w.deliver("SF6110_0101_lille.xml", exactly, received=copenhagen(2026, 10, 1, 9, 1))
     take_kvitteringer(w)
     outcome = w.intake()
     assert outcome.success, outcome.problems
     w.route()
-    (header, rows), = decoded(take_kvitteringer(w)).values()
-    assert (header["status"], rows) == ("MODTAGET", [("STOR-1", "MODTAGET", None)])
+    kvitteringer = decoded(take_kvitteringer(w))
+    header, rows = kvitteringer["SF6110_0101_stor.xml"]
+    assert (header["status"], header["kode"], header["tekst"], header["kommunekode"], rows) == (
+        "AFVIST", "F06", "Filen er for stor", "0000", [],
+    )  # fmt: skip
+    assert kvitteringer["SF6110_0101_lille.xml"][1] == [("STOR-1", "MODTAGET", None)]
     (stored,) = (w.state_dir / "archive" / "received").glob("*/SF6110_0101_stor.xml")
-    assert stored.stat().st_size == len(big) and stored.read_bytes() == big
+    assert stored.stat().st_size == len(big)
     assert deliveries_in(w) == []
+    assert intake_metadata(w)["antal_F06"] == 1
+
+    # The maximum is configuration: a file of exactly the maximum is judged, one byte more is F06.
+    limited = new_world(tmp_path / "limited")
+    limited._defs = build_definitions(
+        limited.resources() | {"state": StateResource(url=str(limited.state_dir), max_sf6110_bytes=len(exactly))}
+    )
+    limited.deliver("SF6110_0101_1.xml", exactly, received=copenhagen(2026, 10, 1, 9, 0))
+    limited.deliver("SF6110_0101_2.xml", exactly + b" ", received=copenhagen(2026, 10, 1, 9, 1))
+    take_kvitteringer(limited)
+    assert limited.intake().success
+    limited.route()
+    judged = decoded(take_kvitteringer(limited))
+    assert judged["SF6110_0101_1.xml"][0]["status"] == "MODTAGET"
+    assert judged["SF6110_0101_2.xml"][0]["kode"] == "F06"
 
 
 # --- 6. no pensionssager snapshot ---------------------------------------------------------------

@@ -202,3 +202,154 @@ def crash_and_run_again(w: World, point: str, nth: int, routed_between: bool) ->
     receipts = store.listdir("archive/receipts")
     assert len(receipts) == len(records), receipts  # each receipt archived once
     assert json.loads((w.state_dir / "sent" / EARLIER / "record.json").read_text())["status"] == "acknowledged"
+
+
+# --- Kill at every step (issue 7 "Crash at any point") ----------------------------------------------
+#
+# The hook of pipelines/storage.py (PENSIONSTRAEK_TEST_KILL_AFTER_WRITES=k) kills the process with
+# SIGKILL at its k-th step of writing: a temporary file written, a rename done, a file removed, in
+# the state store and in the exchange alike. Each k runs in a fresh copy of the same world, in a
+# child process, until a k at which the run completes. The child is forked from a fork server that
+# has imported the pipeline but run nothing (so no thread pool is copied into it): a real process,
+# really killed, that starts in milliseconds instead of an interpreter's start-up. After each kill:
+# the platform routes, time passes (the grace after which a dead write's temporary file is
+# removed), intake or settlement runs again, and nothing may be lost, doubled or left half-written.
+
+import multiprocessing  # noqa: E402
+import shutil  # noqa: E402
+import time  # noqa: E402
+
+from pipelines import storage  # noqa: E402
+from pipelines.config import default_partners  # noqa: E402
+from pipelines.intake import run_intake  # noqa: E402
+from pipelines.register import RegisterResource  # noqa: E402
+from pipelines.state import StateStore  # noqa: E402
+
+MAX_STEPS = 400
+_FORKS = multiprocessing.get_context("forkserver")
+_FORKS.set_forkserver_preload(["pipelines.intake", "tests.world", "tests.test_settlement_flow"])
+
+
+def _run_killed(work: str, root: str, step: int) -> None:
+    os.environ[storage.KILL_AFTER_WRITES] = str(step)
+    if work == "intake":
+        intake_once(World(Path(root), instance=None))
+    else:
+        from tests import test_settlement_flow as flow
+
+        w = flow.new_world(Path(root))
+        assert w.settle(flow.P).success
+
+
+def killed_at(step: int, work: str, root: Path) -> bool:
+    """Run `work` (intake or settle) on the world at `root` in a child process with the kill hook
+    at `step`; True if the hook killed it, False if it completed."""
+    child = _FORKS.Process(target=_run_killed, args=(work, str(root), step))
+    child.start()
+    child.join(timeout=300)
+    if child.exitcode == -signal.SIGKILL:
+        return True
+    assert child.exitcode == 0, f"the {work} run failed at step {step} without being killed ({child.exitcode})"
+    return False
+
+
+def later(root: Path) -> None:
+    """Time passes: every temporary file is older than the grace of a dead write."""
+    hour_ago = time.time() - 3600
+    for path in root.rglob(f"{storage.TEMP_PREFIX}*"):
+        os.utime(path, (hour_ago, hour_ago))
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob(f"{storage.TEMP_PREFIX}*"))
+
+
+def intake_once(w: World) -> None:
+    with LocalExchangeClient(str(w.exchange_root / "udk-pension")) as client:
+        run_intake(client, StateStore(str(w.state_dir)), default_partners(), RegisterResource(url=str(w.register_dir)).newest_pensionssager)
+
+
+def test_intake_killed_at_every_step_loses_and_doubles_nothing(tmp_path):
+    template = new_world(tmp_path / "template")
+    for name, (data, received) in FILES.items():
+        template.deliver(name, data, received=received)
+    with LocalExchangeClient(str(template.exchange_root / "udk-pension")) as client:
+        send(client, template.store(), name=EARLIER, data=b"<SF6111/>", sender="udk-pension", recipients=["kp"], kind="SF6111")
+    template.route()
+    take_kvitteringer(template)
+
+    kills = 0
+    # Every other step (a full sweep, every step, killed at 79 points: see the README).
+    for step in range(1, MAX_STEPS, 2):
+        w = new_world(tmp_path / f"k{step}")
+        shutil.rmtree(w.root)
+        shutil.copytree(template.root, w.root, symlinks=True)
+        if not killed_at(step, "intake", w.root):
+            break
+        kills += 1
+        reached_kp = []
+        if step % 2:  # the platform routes before the next run, or not
+            w.route()
+            reached_kp += take_kvitteringer(w).items()
+        later(w.root)
+        intake_once(w)
+        w.route()
+        reached_kp += take_kvitteringer(w).items()
+        intake_once(w)  # records the receipts of what the rerun sent
+        assert leftovers(w.root) == [], step
+        assert w.in_names("udk-pension") == [], step
+        kvitteringer = decoded(dict(reached_kp))
+        assert len(reached_kp) == len(FILES), (step, [n for n, _ in reached_kp])
+        assert {name: rows for name, (_, rows) in kvitteringer.items()} == EXPECTED_OUTCOMES, step
+        store = w.store()
+        assert sorted(d["filnavn"] for d in store.decisions()) == sorted(FILES), step
+        assert store.ledger().height == 4, step
+        records = store.sent_records()
+        assert {r["status"] for r in records} == {"acknowledged"} and len(records) == len(FILES) + 1, step
+        assert len(store.listdir("archive/receipts")) == len(records), (step, store.listdir("archive/receipts"))
+        shutil.rmtree(w.root)
+    else:
+        pytest.fail(f"intake never completed within {MAX_STEPS} steps")
+    assert kills >= 35, kills
+    print(f"\nintake: killed at {kills} distinct steps, each finished by the next run")  # for README figures
+
+
+def test_settlement_killed_at_steps_sends_each_file_exactly_once(tmp_path):
+    from tests import test_settlement_flow as flow
+
+    template = flow.new_world(tmp_path / "template")
+    flow.take_in_month(template)
+    take_kvitteringer(template)
+    complete = flow.new_world(tmp_path / "complete")
+    shutil.rmtree(complete.root)
+    shutil.copytree(template.root, complete.root, symlinks=True)
+    assert complete.settle(flow.P).success
+    expected = sorted(flow.settlement_sent(complete))
+    assert expected
+
+    kills = 0
+    for step in range(1, MAX_STEPS, 5):  # sparser than intake: each point is a whole settlement
+        w = flow.new_world(tmp_path / f"k{step}")
+        shutil.rmtree(w.root)
+        shutil.copytree(template.root, w.root, symlinks=True)
+        if not killed_at(step, "settle", w.root):
+            break
+        kills += 1
+        w.route()
+        later(w.root)
+        outcome = w.settle(flow.P)
+        assert outcome.success, (step, outcome.problems)
+        w.route()
+        assert w.intake().success  # the receipts; and any temporary file left in OUT/
+        assert leftovers(w.root) == [], step
+        # Each period file sent exactly once: one record, one delivery to its recipient.
+        assert sorted(flow.settlement_sent(w)) == expected, step
+        delivered = sorted(p.name for account in ("kp", "ky") for p in w.inbox(account).glob("SF26*_*.xml")) + sorted(
+            p.name for p in w.inbox("kp").glob("SF6111_*.xml")
+        )
+        assert sorted(delivered) == expected, step
+        shutil.rmtree(w.root)
+    else:
+        pytest.fail(f"settlement never completed within {MAX_STEPS} steps")
+    assert kills >= 10, kills
+    print(f"\nsettlement: killed at {kills} distinct steps, each finished by the next run")

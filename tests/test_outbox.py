@@ -173,7 +173,7 @@ def test_a_crash_before_anything_reached_the_platform_sends_in_full(tree):
 
 def test_the_same_name_with_other_content_is_refused(tree):
     tree.send()
-    with pytest.raises(RuntimeError, match="other content"):
+    with pytest.raises(RuntimeError, match="andet indhold"):
         tree.send(data=DATA + b"<!-- changed -->")
     assert (tree.udk / "OUT" / NAME).read_bytes() == DATA
     assert tree.state.read(f"sent/{NAME}/data") == DATA
@@ -182,7 +182,7 @@ def test_the_same_name_with_other_content_is_refused(tree):
 def test_the_same_name_with_other_content_is_refused_after_a_crash_too(tree):
     with pytest.raises(Crash):
         tree.send(client=CrashingClient(str(tree.udk), at=NAME))
-    with pytest.raises(RuntimeError, match="other content"):
+    with pytest.raises(RuntimeError, match="andet indhold"):
         tree.send(data=DATA + b"<!-- changed -->")
     assert tree.names("udk-pension", "OUT") == []
 
@@ -336,7 +336,7 @@ def test_a_version_whose_send_crashed_midway_is_not_reused_for_other_content(tre
         )
     second = version(tree.state, "B")
     assert (second.loebenummer, second.name, second.changed) == (2, filnavn(2), True)
-    assert send_it(tree, second) == [filnavn(2)]  # not "sent before with other content"
+    assert send_it(tree, second) == [filnavn(2)]  # not "sendt før med andet indhold"
 
 
 def test_back_to_the_content_last_sent_sends_nothing(tree):

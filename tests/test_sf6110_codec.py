@@ -253,10 +253,24 @@ def test_utf_8_is_checked_across_chunk_boundaries():
     assert decode_request_file(straddling.replace("ø".encode(), b"\xf8-")).reason == f"not valid UTF-8 (byte {_UTF8_CHUNK - 1})"
 
 
-def test_a_100_mb_file_is_judged_not_crashed():
-    # One text value of 100 MB: refused by the parser's limits (F01), quickly and without a crash.
-    big = request(OPRET.replace("Sag 27-4411", "x" * 100_000_000))
-    assert kode(big) == "F01"
+def test_a_huge_text_value_is_judged_as_a_value_not_refused_as_unreadable():
+    # sf6110.md: a file within the maximum is judged whatever its shape (one huge text): a 20 MB
+    # Reference is read (and is U01 for its length), not F01 from libxml2's 10 MB limit.
+    decoded = decode_request_file(request(OPRET.replace("Sag 27-4411", "x" * 20_000_000)))
+    assert isinstance(decoded, RequestFile)
+    assert decoded.instructions["reference"].str.len_chars().to_list() == [20_000_000]
+
+
+def test_many_tiny_or_deeply_nested_elements_are_f02_without_building_a_tree():
+    # Issue 7: tens of MB of tiny elements made the whole-tree XPath fail (XPathEvalError at 2 GB).
+    # The reading stops at the first schema error; misplaced known elements likewise.
+    head = request("").split(b"</TraekAnmodningSamling>")[0]
+    for junk in (b"<a/>", b"<TraekAnmodning/>", b"<Kommunekode>0101</Kommunekode>"):
+        assert kode(head + junk * 1_000_000 + b"</TraekAnmodningSamling>") == "F02"
+    deep = head + b"<a>" * 5000 + b"</a>" * 5000 + b"</TraekAnmodningSamling>"
+    assert kode(deep) == "F02"  # well-formed, but nests deeper than the schema (and libxml2) allow
+    # ...but a malformed file stays F01 (table order), even when its shape is wrong early on.
+    assert kode(head + b"<a/>" * 1000 + b"</TraekAnmodningSamling") == "F01"
 
 
 # --- F02 -------------------------------------------------------------------------------------

@@ -1,0 +1,130 @@
+"""The SF1411 audit (sf1411-sf2610.md "Audit"): every call, also a refused one, recorded in the
+state store before its answer leaves, append-only:
+
+    sf1411/audit/<YYYY-MM-DD>/<HHMMSS>-<pid>-<id>.jsonl   one JSON object per call
+
+Each process appends to its own segment, opened with O_EXCL and never rewritten (a new day, a new
+segment). Concurrent calls share one write and one fsync (group commit): a call waits until the
+batch that holds its record is on disk. The CPR is written in full here, and only here (the
+auditor's question "who looked me up?" is answered from it: `opslag_for`)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import uuid
+from pathlib import Path
+
+from pipelines.calendar import TZ
+from pipelines.state import StateStore
+
+FOLDER = "sf1411/audit"
+SVAR, INGEN_SAG, AFVIST, FEJL = "SVAR", "INGEN_SAG", "AFVIST", "FEJL"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class AuditLog:
+    """Group commit: `record` queues a line; one writer at a time appends every queued line with
+    one write and one fsync, in a worker thread, and then releases their callers."""
+
+    def __init__(self, state: StateStore):
+        self.root = Path(state.path(FOLDER))
+        self._pending: list[tuple[bytes, asyncio.Future]] = []
+        self._writing = False
+        self._fd: int | None = None
+        self._day: str | None = None
+        self.batches = 0  # how many fsyncs (for the benchmark: records per fsync)
+
+    async def record(self, entry: dict) -> None:
+        line = (json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((line, future))
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await asyncio.to_thread(self._append, b"".join(line for line, _ in batch))
+                except Exception as exc:  # the callers answer with a server fault, not a lie
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for _, future in batch:
+                    if not future.done():
+                        future.set_result(None)
+        finally:
+            self._writing = False
+
+    def _segment(self) -> int:
+        day = dt.datetime.now(TZ).date().isoformat()
+        if self._fd is None or day != self._day:
+            if self._fd is not None:
+                os.close(self._fd)
+            folder = self.root / day
+            new_folder = not folder.exists()
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if new_folder:
+                _fsync_dir(folder.parent)
+            name = f"{dt.datetime.now(TZ):%H%M%S}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+            self._fd = os.open(folder / name, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+            _fsync_dir(folder)  # the new segment's name is durable before a record counts
+            self._day = day
+        return self._fd
+
+    def _append(self, data: bytes) -> None:
+        fd = self._segment()
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+        self.batches += 1
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def audit_records(state: StateStore) -> list[dict]:
+    """Every audit record, oldest first. A torn last line (power cut mid-write, never answered)
+    is skipped."""
+    records = []
+    for day in state.listdir(FOLDER):
+        for segment in state.listdir(f"{FOLDER}/{day}"):
+            for line in state.read(f"{FOLDER}/{day}/{segment}").splitlines():
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue
+    return sorted(records, key=lambda r: r["tid"])
+
+
+def opslag_for(state: StateStore, cpr: str) -> list[dict]:
+    """`explain --cpr`'s `opslag` (operations.md): every SF1411 call about the citizen, a look-up
+    of them or a change of a list that names them: tid, aftale, operation, udfald."""
+    return [
+        {
+            "tid": r["tid"],
+            "aftale": r.get("aftale_navn") or r.get("aftale"),
+            "operation": r.get("operation"),
+            "udfald": r["udfald"] if not r.get("fejlkode") else f"{r['udfald']} {r['fejlkode']}",
+        }
+        for r in audit_records(state)
+        if r.get("cpr") == cpr or any(value == cpr for _, value in r.get("aendringer") or [])
+    ]
