@@ -17,7 +17,19 @@ class XmlRefused(ValueError):
     """The bytes are not a well-formed XML document this product is willing to read."""
 
 
+_local = threading.local()
+
+
 def _parser() -> etree.XMLParser:
+    """One parser per thread (making one costs more than parsing a small message; a parser must
+    not be shared between threads)."""
+    parser = getattr(_local, "parser", None)
+    if parser is None:
+        parser = _local.parser = _new_parser()
+    return parser
+
+
+def _new_parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
         load_dtd=False,

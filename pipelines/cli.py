@@ -185,6 +185,70 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.var))
 
 
+def cmd_haendelser(args: argparse.Namespace) -> int:
+    from pipelines.register import RegisterResource
+    from pipelines.runner import run_job
+
+    periode = args.periode
+    if periode is None:
+        periods = RegisterResource.from_env().periods("pensionssager")
+        if not periods:
+            return _fail("ingen pensionssager-snapshot i registret (PENSIONSTRAEK_REGISTER_URL)")
+        periode = periods[-1]
+    try:
+        outcome = run_job("haendelser", first_periode=periode)
+    except ValueError as exc:
+        return _fail(str(exc))
+    notices = outcome.metadata("sf1411d/notifikationer")
+    events = outcome.metadata("sf2610/haendelser")
+    received = outcome.metadata("sf2610/overgange")
+    if not outcome.success:
+        return _fail(f"haendelser {periode} fejlede (run {outcome.run_id[:8]} i Dagster UI): " + "; ".join(outcome.problems))
+    print(
+        f"haendelser {periode} (run {outcome.run_id[:8]}): "
+        f"TIP_OvergangFolkepension modtaget {received.get('modtaget_nu', 0)}, afvist {received.get('afvist_nu', 0)}; "
+        f"SF1411_D {notices.get('beskeder', 0)} (leveret {notices.get('status_leveret', 0)}, venter {notices.get('status_venter', 0)}); "
+        f"SF2610 {events.get('beskeder', 0)} (leveret {events.get('status_leveret', 0)}, venter {events.get('status_venter', 0)})"
+    )
+    return 0
+
+
+def cmd_beskeder(args: argparse.Namespace) -> int:
+    import json
+
+    from pipelines.beskeder_cli import besked_rows
+    from pipelines.config import STATE_URL, env
+    from pipelines.state import StateStore
+
+    rows = besked_rows(StateStore(env(STATE_URL)), args.periode)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['periode'] or '-':8} {row['retning']:3} {row['beskedtype']:25} {row['modtager']:14} {row['status']:8} {row['cpr']} {row['beskedid']}")
+    counts: dict = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    print(f"{len(rows)} besked(er): " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) if rows else "ingen beskeder")
+    return 0
+
+
+def cmd_beskedfordeler(args: argparse.Namespace) -> int:
+    from pipelines.amqp import BESKEDFORDELER_URL
+    from pipelines.beskedfordeler import run, serve_until_signalled
+    from pipelines.config import env
+
+    url = args.url or env(BESKEDFORDELER_URL)
+    if not url:
+        return _fail(f"angiv --url eller {BESKEDFORDELER_URL} (fx amqp://guest:guest@127.0.0.1:5672/%2F)")
+    from pipelines.amqp import connection_parameters
+
+    connection_parameters(url)
+    counts = run(url, once=True) if args.once else serve_until_signalled(url)
+    print(f"beskedfordeler: {counts.get('modtaget', 0)} fordelt (20), {counts.get('afvist', 0)} afvist (40)")
+    return 0
+
+
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from pipelines.definitions import resources_from_env
     from pipelines.runner import check_configuration, run_job
@@ -407,6 +471,19 @@ def build_parser() -> argparse.ArgumentParser:
         _danish(sub)
     generate.set_defaults(func=cmd_generate)
 
+    haendelser = commands.add_parser("haendelser", help="take in TIP_OvergangFolkepension, make P's SF1411_D and SF2610 messages, deliver what waits")
+    haendelser.add_argument("periode", nargs="?", help="YYYY-MM (default: the newest snapshot)")
+    haendelser.set_defaults(func=cmd_haendelser)
+
+    beskeder = commands.add_parser("beskeder", help="the SF1411_D and SF2610 messages made, received and delivered")
+    beskeder.add_argument("periode", nargs="?", help="YYYY-MM (default: all)")
+    beskeder.add_argument("--json", action="store_true", help="one JSON object per message")
+    beskeder.set_defaults(func=cmd_beskeder)
+
+    fordeler = commands.add_parser("beskedfordeler", help="the emulated Beskedfordeler distribution on a RabbitMQ broker")
+    fordeler.add_argument("--url", help="the broker (default PENSIONSTRAEK_BESKEDFORDELER_URL)")
+    fordeler.add_argument("--once", action="store_true", help="distribute what waits now, then stop")
+    fordeler.set_defaults(func=cmd_beskedfordeler)
     snapshot = commands.add_parser("snapshot", help="take in P's register snapshot now (contract + SF1411 look-up snapshot)")
     snapshot.add_argument("periode", nargs="?", help="YYYY-MM (default: the newest period in the register)")
     snapshot.set_defaults(func=cmd_snapshot)

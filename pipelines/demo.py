@@ -25,7 +25,7 @@ from contracts.sf6111 import decode_sf6111
 from pipelines.calendar import TZ, first_open_period, previous_periode
 from pipelines.config import EXCHANGE_URL, PARTNERS, REGISTER_URL, STATE_URL
 from pipelines.emulator import describe, route, send_from
-from pipelines.generate import generate_register
+from pipelines.generate import changed_snapshot, generate_register
 from pipelines.generate_sf6110 import generate_request_files
 from pipelines.state import StateStore
 
@@ -50,7 +50,11 @@ def run_demo(var: Path) -> int:
     print(f"Demo-verden i {var}: periode {periode}, den første åbne periode (nu: {now.isoformat(timespec='minutes')})")
 
     generate_register(var / "register", [previous_periode(periode), periode], persons=3000, seed=7)
-    sager = pl.read_parquet(var / "register" / "pensionssager" / f"{periode}.parquet")
+    # A few per cent of the cases change between the two snapshots, so that P makes SF1411_D
+    # notices and SF2610 events (sf1411-sf2610.md).
+    sager_path = var / "register" / "pensionssager" / f"{periode}.parquet"
+    pl.read_parquet(sager_path).pipe(changed_snapshot, 300, 7).write_parquet(sager_path)
+    sager = pl.read_parquet(sager_path)
     print(f"  register: {sager.height} pensionssager for {previous_periode(periode)} og {periode}")
 
     # Round 1: new requests from four municipalities, a few of them wrong.
@@ -75,9 +79,43 @@ def run_demo(var: Path) -> int:
         print("  registrering af tekniske kvitteringer fejlede: " + summarize_problems(intake.problems))
         return 1
     _print_settlement(var)
+    if not _messages(var, periode, run_job):
+        return 1
     _print_where(var)
     print(f"\nSe videre: `pensionstraek status` og `pensionstraek explain {DEMO_KOMMUNER[0]} {periode}` (revisionssporet)")
     return 0
+
+
+def _messages(var: Path, periode: str, run_job) -> bool:
+    """SF1411_D and SF2610 for P: the demo subscribers' lists, then `haendelser` for P′ (the first
+    snapshot: nothing to compare with) and P. Without PENSIONSTRAEK_BESKEDFORDELER_URL the
+    messages wait in the outbox."""
+    from pipelines import beskeder
+    from pipelines.agreements import load_agreements
+    from pipelines.subscriptions import TILFOEJ_KOMMUNE, opdater_vaerdiliste
+
+    store = StateStore(str(var / "state"))
+    print(f"\nBeskeder for {periode} (SF1411_D og SF2610 gennem Beskedfordeler)")
+    for uuid, agreement in load_agreements().items():
+        if agreement.allows("SF1411_D"):
+            kommuner = [k for k in DEMO_KOMMUNER if k in agreement.kommuner]
+            opdater_vaerdiliste(store, uuid, [(TILFOEJ_KOMMUNE, k) for k in kommuner])
+            print(f"  {agreement.navn} abonnerer på kommune {', '.join(kommuner)} (modtager {agreement.modtager})")
+    for p in (previous_periode(periode), periode):
+        outcome = run_job("haendelser", first_periode=p)
+        if not outcome.success:
+            print(f"  haendelser {p} fejlede: " + "; ".join(outcome.problems))
+            return False
+    status = beskeder.with_status(store, periode)
+    for beskedtype, state, n in status.group_by("beskedtype", "status").len().sort("beskedtype", "status").iter_rows():
+        print(f"    {beskedtype:22} {state:8} {n:5}")
+    waiting = status.filter(pl.col("status") == beskeder.VENTER).height
+    if waiting:
+        print(
+            f"  {waiting} besked(er) venter i udbakken (ingen PENSIONSTRAEK_BESKEDFORDELER_URL); "
+            "se dem med `pensionstraek beskeder`"
+        )
+    return True
 
 
 def _prepare(var: Path) -> None:

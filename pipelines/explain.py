@@ -48,8 +48,11 @@ def _no_opslag(state: StateStore, cpr: str) -> list[dict]:
 
 
 def _no_beskeder(state: StateStore, cpr: str) -> list[dict]:
-    """Messages about the citizen: [{"beskedid", "beskedtype", "modtager", "periode", "leveret"}]."""
-    return []
+    """Messages about the citizen: [{"beskedid", "beskedtype", "modtager", "periode", "leveret"}]
+    (SF1411_D and SF2610, made, received and delivered; pipelines/beskeder_cli.py)."""
+    from pipelines.beskeder_cli import beskeder_for
+
+    return beskeder_for(state, cpr)
 
 
 # (key, provider): with --cpr, explain adds key: provider(state, cpr) to the answer.

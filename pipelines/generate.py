@@ -222,3 +222,24 @@ def _write(fs: fsspec.AbstractFileSystem, path: str, frame: pl.DataFrame) -> Non
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
     atomic_write(fs, path, buffer.getvalue())
+
+
+def changed_snapshot(sager: pl.DataFrame, share_bp: int, seed: int = 0) -> pl.DataFrame:
+    """A later snapshot of `sager` in which about `share_bp` basis points of the cases changed
+    (for the messages' demo and benchmark): a new tillaegsprocent for most of them, a move to
+    another municipality for some, and TIP → FP for a few TIP cases."""
+    h = pl.int_range(pl.len(), dtype=pl.UInt64).hash(seed + 101)
+    changed = (h % 10_000) < share_bp
+    kind = (h // 10_000) % 10
+    codes = sorted(kommunekoder())
+    moved_to = pl.lit(pl.Series(codes)).gather(((h // 100_000) % len(codes)).cast(pl.Int64))
+    return sager.with_columns(
+        tillaegsprocent=pl.when(changed & (kind < 7))
+        .then((((h // 1_000_000) % 10_001).cast(pl.Int64).cast(pl.Decimal(12, 2)) / 100).cast(PROCENT))
+        .otherwise(pl.col("tillaegsprocent"))
+        .cast(PROCENT),
+        bopaelskommune=pl.when(changed & (kind >= 7) & (kind < 9)).then(moved_to).otherwise(pl.col("bopaelskommune")),
+        pensionstype=pl.when(changed & (kind == 9) & (pl.col("pensionstype") == "TIP"))
+        .then(pl.lit("FP"))
+        .otherwise(pl.col("pensionstype")),
+    ).select(PENSIONSSAGER_SCHEMA.names())

@@ -16,3 +16,13 @@ settlement_job = dg.define_asset_job(
     # The production instance runs one settlement at a time on this tag (deploy/dagster.yaml).
     tags={KOERSEL_TAG: "afregning"},
 )
+
+haendelser_job = dg.define_asset_job(
+    "haendelser",
+    selection=dg.AssetSelection.groups("sf1411d", "sf2610"),
+    partitions_def=periode_partitions,
+    description=(
+        "Take in TIP_OvergangFolkepension, make P's SF1411_D notices and SF2610 messages (once per P) "
+        "and deliver every message not yet delivered (sf1411-sf2610.md)."
+    ),
+)

@@ -1,16 +1,24 @@
-"""Sending a file through the envelope exactly once, and recording its technical receipt.
+"""The outbox: what UDK sends goes out exactly once, whatever the transport.
 
-exchange.md "Writing": data file first, trigger last, each under a temporary name and renamed.
-The state store keeps every file sent with its trigger and receipt (`sent/<name>/`). A send is
-recorded as intended before anything reaches OUT/, and as done after the trigger is there; a run
-that died in between finds out from OUT/ and IN/ what the platform already has, and finishes the
-job without a second delivery."""
+One mechanism, two transports (STYLE.md "The new integrations in the same house"): an outgoing
+item is first recorded as intended in the state store (its `Book`), then handed to the transport,
+and the transport's answer is recorded last. A run that dies anywhere leaves the intent recorded
+and the answer missing, so the next run hands the same item (same name, same BeskedId) to the
+transport again; nothing is ever sent that was not recorded first.
+
+- Files over SFTP (`send`, below; exchange.md "Writing"): data file first, trigger last, each
+  under a temporary name and renamed. The book keeps every file sent with its trigger and
+  receipt (`sent/<name>/`). A run that died between intent and answer finds out from OUT/ and
+  IN/ what the platform already has, and finishes the job without a second delivery.
+- Messages over AMQP (pipelines/beskeder.py is the book, pipelines/amqp.py the transport;
+  sf1411-sf2610.md "Delivery"): a message counts as delivered only on StandardRetur 20."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from contracts.envelope import RECEIPT_SUFFIX, EnvelopeError, decode_receipt, encode_trigger, trigger_for
 from pipelines.state import StateStore, sha256_hex, utc_now
@@ -18,11 +26,149 @@ from pipelines.state import StateStore, sha256_hex, utc_now
 if TYPE_CHECKING:  # only a type here: reading the state store needs no Dagster (pensionstraek explain)
     from pipelines.exchange import ExchangeClient
 
+# --- the transport-neutral core ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    key: str  # the file name, or the BeskedId
+    data: bytes
+    resumed: bool = False  # the intent was recorded by an earlier run: a send may have started
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Answer:
+    key: str
+    final: bool  # True: recorded as the item's outcome, never handed to the transport again
+    outcome: str  # e.g. "sent", "leveret", "afvist"
+    detail: dict = field(default_factory=dict, compare=False)
+
+
+class Book(Protocol):
+    """Where the outbox keeps intents and answers in the state store."""
+
+    group_size: int  # answers recorded together (group commit); 1 = each at once
+
+    def intend(self, items: Sequence[Outgoing]) -> None: ...
+
+    def undelivered(self) -> list[Outgoing]: ...
+
+    def record(self, answers: Sequence[Answer]) -> None: ...
+
+
+class Transport(Protocol):
+    def send(self, items: Sequence[Outgoing]) -> Iterable[Answer]: ...
+
+
+GROUP_COMMIT_SECONDS = 0.5
+
+
+def deliver(book: Book, transport: Transport, items: Sequence[Outgoing] = ()) -> list[Answer]:
+    """Record `items` as intended, then hand everything the book still owes to the transport,
+    recording its answers as they come (in groups of `book.group_size`, or every
+    GROUP_COMMIT_SECONDS). Returns the answers recorded by this call."""
+    book.intend(items)
+    pending = book.undelivered()
+    recorded: list[Answer] = []
+    if not pending:
+        return recorded
+    group: list[Answer] = []
+    started = time.monotonic()
+    try:
+        for answer in transport.send(pending):
+            group.append(answer)
+            if len(group) >= book.group_size or time.monotonic() - started >= GROUP_COMMIT_SECONDS:
+                book.record(group)
+                recorded += group
+                group, started = [], time.monotonic()
+    finally:
+        # Answers already given are recorded even when the transport fails half-way: what was
+        # delivered is not handed over again (a repeat is allowed only after a crash).
+        if group:
+            book.record(group)
+            recorded += group
+    return recorded
+
+
+# --- files over SFTP ----------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Sent:
     name: str
     newly_sent: bool  # False when this exact file had been sent before
+
+
+class FileBook:
+    """The book of one file sent through the envelope: `sent/<name>/{data,trigger.xml,record.json}`."""
+
+    group_size = 1
+
+    def __init__(self, state: StateStore, *, name: str, sender: str, recipients: Sequence[str], kind: str):
+        self.state, self.name, self.sender, self.recipients, self.kind = state, name, sender, list(recipients), kind
+        self.folder = f"sent/{name}"
+        self._fresh: set[str] = set()  # intents this book recorded itself (nothing can have gone out)
+
+    def intend(self, items: Sequence[Outgoing]) -> None:
+        for item in items:
+            record = self.state.sent_record(item.key)
+            if record is not None and record["sha256"] != sha256_hex(item.data):
+                raise RuntimeError(f"{item.key} er sendt før med andet indhold; en ny fil skal have et nyt navn")
+            if record is None:
+                trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, self.recipients))
+                self.state.write(f"{self.folder}/data", item.data)
+                self.state.write(f"{self.folder}/trigger.xml", trigger)
+                self.state.write_json(
+                    f"{self.folder}/record.json",
+                    {
+                        "name": item.key,
+                        "kind": self.kind,
+                        "sha256": sha256_hex(item.data),
+                        "size": len(item.data),
+                        "sender": self.sender,
+                        "recipients": self.recipients,
+                        "status": "sending",
+                        "prepared_at": utc_now().isoformat(),
+                    },
+                )
+                self._fresh.add(item.key)
+
+    def undelivered(self) -> list[Outgoing]:
+        record = self.state.sent_record(self.name)
+        if record is None or record["status"] != "sending":
+            return []
+        return [
+            Outgoing(
+                key=self.name,
+                data=self.state.read(f"{self.folder}/data"),
+                resumed=self.name not in self._fresh,
+                meta={"trigger": self.state.read(f"{self.folder}/trigger.xml")},
+            )
+        ]
+
+    def record(self, answers: Sequence[Answer]) -> None:
+        for answer in answers:
+            record = self.state.sent_record(answer.key)
+            self.state.write_json(f"sent/{answer.key}/record.json", {**record, "status": "sent", "sent_at": utc_now().isoformat()})
+
+
+class SftpTransport:
+    """Puts a file in OUT/ with its trigger; a resumed send first asks OUT/ and IN/ whether the
+    platform already has it."""
+
+    def __init__(self, client: ExchangeClient, state: StateStore):
+        self.client, self.state = client, state
+
+    def send(self, items: Sequence[Outgoing]) -> Iterable[Answer]:
+        for item in items:
+            trigger = item.meta["trigger"]
+            if not item.resumed:
+                _put(self.client, item.key, item.data, trigger)
+            elif not _platform_has(self.client, self.state, item.key):
+                # A run died after recording the intent: OUT/ and IN/ say whether the platform has it.
+                _put(self.client, item.key, item.data, trigger, data_written=self.client.exists(f"OUT/{item.key}"))
+            yield Answer(key=item.key, final=True, outcome="sent")
 
 
 def send(
@@ -36,34 +182,11 @@ def send(
     kind: str,
 ) -> Sent:
     """Put `data` in OUT/<name> with its trigger, once. `kind` (e.g. SF6111) goes in the record."""
-    folder = f"sent/{name}"
+    book = FileBook(state, name=name, sender=sender, recipients=recipients, kind=kind)
     record = state.sent_record(name)
-    if record is not None and record["sha256"] != sha256_hex(data):
-        raise RuntimeError(f"{name} er sendt før med andet indhold; en ny fil skal have et nyt navn")
-    if record is not None and record["status"] != "sending":
+    if record is not None and record["sha256"] == sha256_hex(data) and record["status"] != "sending":
         return Sent(name=name, newly_sent=False)
-
-    trigger = encode_trigger(trigger_for(name, data, sender, list(recipients)))
-    if record is None:
-        state.write(f"{folder}/data", data)
-        state.write(f"{folder}/trigger.xml", trigger)
-        record = {
-            "name": name,
-            "kind": kind,
-            "sha256": sha256_hex(data),
-            "size": len(data),
-            "sender": sender,
-            "recipients": list(recipients),
-            "status": "sending",
-            "prepared_at": utc_now().isoformat(),
-        }
-        state.write_json(f"{folder}/record.json", record)
-        _put(client, name, data, trigger)
-    elif not _platform_has(client, state, name):
-        # A run died after recording the intent: OUT/ and IN/ say whether the platform has it.
-        _put(client, name, data, trigger, data_written=client.exists(f"OUT/{name}"))
-
-    state.write_json(f"{folder}/record.json", {**record, "status": "sent", "sent_at": utc_now().isoformat()})
+    deliver(book, SftpTransport(client, state), [Outgoing(key=name, data=data)])
     return Sent(name=name, newly_sent=True)
 
 

@@ -5,6 +5,8 @@ run starts, so that a wrong one stops the run at once with a message naming the 
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from pipelines.config import (
@@ -59,3 +61,35 @@ class PartnersResource(dg.ConfigurableResource):
     @classmethod
     def from_env(cls) -> "PartnersResource":
         return cls(path=env(PARTNERS))
+
+
+class BeskedfordelerResource(dg.ConfigurableResource):
+    """PENSIONSTRAEK_BESKEDFORDELER_URL (unset: the messages wait in the outbox),
+    PENSIONSTRAEK_UDK_SYSTEM_UUID and PENSIONSTRAEK_SF2610_MODTAGER (sf1411-sf2610.md). Empty
+    fields are read from the environment when used."""
+
+    url: str = ""
+    udk_system_uuid: str = ""
+    sf2610_modtager: str = ""
+
+    def broker_url(self) -> str:
+        from pipelines.amqp import BESKEDFORDELER_URL, connection_parameters
+
+        url = self.url or os.environ.get(BESKEDFORDELER_URL, "")
+        if url:
+            connection_parameters(url)  # judged: amqps://, or amqp:// to loopback only
+        return url
+
+    def afsender(self) -> str:
+        import uuid
+
+        from contracts.beskedkuvert import DEFAULT_UDK_SYSTEM_UUID
+
+        value = self.udk_system_uuid or os.environ.get("PENSIONSTRAEK_UDK_SYSTEM_UUID", "") or DEFAULT_UDK_SYSTEM_UUID
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ConfigError(f"PENSIONSTRAEK_UDK_SYSTEM_UUID={value!r} is not a UUID") from None
+
+    def modtager_sf2610(self) -> str:
+        return self.sf2610_modtager or os.environ.get("PENSIONSTRAEK_SF2610_MODTAGER", "") or "udk-sal"

@@ -21,9 +21,12 @@ import os
 import time
 
 import dagster as dg
+import polars as pl
 
 from assets.sf6110 import intake_job
 from pipelines.exchange import ExchangeAccessError, ExchangeError, ExchangeResource
+from pipelines.register import RegisterResource
+from pipelines.resources import BeskedfordelerResource, StateResource
 from pipelines.monitoring import fail_dead_runs
 from pipelines.partitions import PERIODE, missing_periods, periode_partitions, register_periods
 from pipelines.register import RegisterError, RegisterResource
@@ -97,6 +100,47 @@ def sf6110_indgang(context: dg.SensorEvaluationContext, exchange: ExchangeResour
     )
 
 
+# --- SF1411_D and SF2610 (sf1411-sf2610.md "In Dagster") ---------------------------------------
+
+HAENDELSER_RETRY_SECONDS = int(os.environ.get("PENSIONSTRAEK_HAENDELSER_RETRY_SECONDS", "300"))
+
+
+@dg.sensor(
+    name="haendelser_sensor",
+    job_name="haendelser",
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Starts `haendelser` for P when the register holds a snapshot of P whose messages are not "
+        "made yet (the run judges its contract first), and again every "
+        "PENSIONSTRAEK_HAENDELSER_RETRY_SECONDS while messages wait undelivered and a broker is set."
+    ),
+)
+def haendelser_sensor(
+    context: dg.SensorEvaluationContext,
+    register: RegisterResource,
+    state: StateResource,
+    beskedfordeler: BeskedfordelerResource,
+):
+    from pipelines import beskeder
+
+    known = set(context.instance.get_dynamic_partitions(PERIODE))  # kept by register_perioder
+    periods = [p for p in register.periods("pensionssager") if p in known]
+    if not periods:
+        return dg.SkipReason("Ingen pensionssager-snapshot i registret")
+    busy = context.instance.get_runs(filters=dg.RunsFilter(job_name="haendelser", statuses=_BUSY), limit=1)
+    if busy:
+        return dg.SkipReason(f"haendelser kører allerede (run {busy[0].run_id[:8]})")
+    store = state.store()
+    newest = periods[-1]
+    if not all(beskeder.made(store, newest, kind) for kind in beskeder.KINDS):
+        return dg.RunRequest(run_key=f"haendelser-{newest}", partition_key=newest)
+    if beskedfordeler.broker_url():
+        waiting = beskeder.with_status(store).filter(pl.col("status") == beskeder.VENTER).height
+        if waiting:
+            bucket = int(time.time() // HAENDELSER_RETRY_SECONDS)
+            return dg.RunRequest(run_key=f"haendelser-{newest}-igen-{bucket}", partition_key=newest)
+    return dg.SkipReason("Ingen nye snapshots, intet venter på levering")
 @dg.sensor(
     name="register_perioder",
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,

@@ -39,6 +39,16 @@ def the_checkout_var_is_left_alone() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
+def rabbitmq():
+    """A real RabbitMQ broker on 127.0.0.1 with its own node, ports and folders (tests/rabbitmq.py);
+    fails under CI=true and skips otherwise when it cannot run here."""
+    from tests.rabbitmq import running_broker
+
+    with running_broker() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
 def sf1411_service():
     """The real SF1411 web service over mutual TLS on 127.0.0.1 (tests/tls.py), one per session."""
     from tests.tls import running_sf1411_service

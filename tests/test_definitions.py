@@ -30,9 +30,12 @@ GROUPS = {
     "settlement": {"settlement/aktive_anmodninger", "settlement/afregning"},
     "sf6111": {"sf6111/specifikationslister", "sf6111/afsendelse"},
     "sf2601": {"sf2601/udbetalinger", "sf2601/afsendelse"},
+    "sf1411d": {"sf1411d/notifikationer"},
+    "sf2610": {"sf2610/overgange", "sf2610/haendelser"},
     "sf1411": {"sf1411/opslagssnapshot"},
 }
 PERIOD_GROUPS = ("register", "settlement", "sf6111", "sf2601")
+MESSAGE_GROUPS = ("sf1411d", "sf2610")  # per period too, in their own job `haendelser`
 
 
 def validate(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -81,7 +84,7 @@ def test_period_assets_are_partitioned_by_the_periods_of_the_register():
     """operations.md: the periods are those the register holds (dynamic partitions `periode`,
     kept by the register sensor and the command line; tests/test_periods.py)."""
     specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
-    for group in PERIOD_GROUPS:
+    for group in (*PERIOD_GROUPS, *MESSAGE_GROUPS):
         for key in GROUPS[group]:
             partitions = specs[key].partitions_def
             assert isinstance(partitions, dg.DynamicPartitionsDefinition), key
@@ -123,6 +126,13 @@ def test_the_settlement_job_is_partitioned_by_period():
     assert schedule.execution_timezone == "Europe/Copenhagen"
     selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
     assert selected == set().union(*(GROUPS[g] for g in PERIOD_GROUPS))
+
+
+def test_the_haendelser_job_makes_the_messages_per_period():
+    job = defs.resolve_job_def("haendelser")
+    assert job.partitions_def == periode_partitions
+    selected = {key.to_user_string() for key in job.asset_layer.executable_asset_keys}
+    assert selected == set().union(*(GROUPS[g] for g in MESSAGE_GROUPS))
 
 
 def test_build_definitions_takes_its_resources_from_the_environment(monkeypatch, tmp_path):

@@ -162,6 +162,10 @@ def test_the_runs_are_in_the_instance_under_var_dagster(demo, first_runs):
     periode = settlement.tags["dagster/partition"]
     assert re.fullmatch(r"\d{4}-\d{2}", periode)
     assert f"Afregning af {periode}" in result.stdout
+    # SF1411_D and SF2610 for P: made, and waiting in the outbox (no broker in the demo's default).
+    assert by_job["haendelser"] == 2, by_job
+    assert re.search(r"^\s+SF1411_D\s+venter\s+[1-9]", result.stdout, re.MULTILINE), result.stdout[-2000:]
+    assert "venter i udbakken" in result.stdout
 
 
 def test_the_demo_runs_again_over_its_own_var(demo, first_runs, second):

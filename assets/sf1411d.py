@@ -1,0 +1,152 @@
+"""SF1411_D Besked om tillægsprocent (sf1411-sf2610.md "SF1411_D"), per period.
+
+`sf1411d/notifikationer` makes P's notices once (from the first snapshot of P that passes its
+contract), commits them to the outbox and publishes what waits; rules: assets/sf1411d_rules.py,
+codecs: contracts/sf1411d.py and contracts/beskedkuvert.py."""
+
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from assets.register import PENSIONSSAGER
+from assets.sf1411d_rules import aendringer, aftale_frames, forskelle
+from contracts.cpr import mask_text
+from contracts.beskedkuvert import SF1411_D, beskedid_expr, make_haendelsesbeskeder
+from contracts.sf1411d import payloads
+from pipelines import beskeder
+from pipelines.agreements import load_agreements
+from pipelines.haendelser import deliver_waiting, now, previous, snapshot
+from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
+from pipelines.register import RegisterResource
+from pipelines.resources import BeskedfordelerResource, StateResource
+from pipelines.subscriptions import vaerdilister
+
+KIND = "sf1411d"
+NOTIFIKATIONER = dg.AssetKey(["sf1411d", "notifikationer"])
+
+
+def sf1411d_beskeder(
+    forrige: pl.DataFrame,
+    nu: pl.DataFrame,
+    aftaler: dict[str, pl.DataFrame],
+    *,
+    periode: str,
+    forrige_periode: str,
+    dannet: dt.datetime,
+    afsender: str,
+) -> pl.DataFrame:
+    """P's notices as outbox rows (pipelines.beskeder.OUTBOX_SCHEMA)."""
+    notices = payloads(aendringer(forskelle(forrige, nu), aftaler), periode=periode, forrige_periode=forrige_periode)
+    frame = notices.with_columns(
+        pl.lit(SF1411_D).alias("beskedtype"),
+        pl.lit(periode).alias("periode"),
+        pl.lit(forrige_periode).alias("forrige_periode"),
+    ).with_columns(
+        beskedid_expr(pl.col("beskedtype"), pl.col("modtager"), pl.col("cpr"), pl.col("periode"), pl.col("forrige_periode")).alias("beskedid")
+    )
+    return frame.with_columns(make_haendelsesbeskeder(frame, afsender=afsender, dannet=dannet)).drop("payload")
+
+
+def delivery_metadata(store, periode: str, kind: str) -> dict:
+    status = beskeder.with_status(store, periode, [kind])
+    counts = dict(status.group_by("status").len().iter_rows())
+    per_type = dict(status.group_by("beskedtype").len().iter_rows())
+    return {
+        "beskeder": status.height,
+        **{f"status_{s}": int(counts.get(s, 0)) for s in (beskeder.LEVERET, beskeder.AFVIST_STATUS, beskeder.VENTER)},
+        **{f"type_{t}": int(n) for t, n in sorted(per_type.items())},
+    }
+
+
+@dg.asset(
+    key=NOTIFIKATIONER,
+    group_name="sf1411d",
+    partitions_def=periode_partitions,
+    backfill_policy=SINGLE_RUN,
+    deps=[PENSIONSSAGER],
+    description=(
+        "SF1411_D notices for P: per SF1411_D agreement and citizen covered in P or P′, the changed "
+        "allowed fields (or OmfattesIkkeLaengere); made once per P, committed to the outbox, then "
+        "published to Beskedfordeler (what has no StandardRetur 20 yet)."
+    ),
+    kinds={"amqp"},
+)
+def notifikationer(
+    context: dg.AssetExecutionContext,
+    register: RegisterResource,
+    state: StateResource,
+    beskedfordeler: BeskedfordelerResource,
+) -> dg.MaterializeResult:
+    store = state.store()
+    url = beskedfordeler.broker_url()
+    metadata: dict = {}
+    agreements = load_agreements()
+    navne = {uuid: a.navn for uuid, a in agreements.items()}
+    for periode in periods_of(context):
+        if not beskeder.made(store, periode, KIND):
+            nu = snapshot(register, periode)
+            before = previous(register, periode)
+            if before is None:
+                context.log.info(f"{periode}: første snapshot; intet at sammenligne med, ingen notifikationer")
+                frame = beskeder.OUTBOX_SCHEMA.to_frame()
+            else:
+                forrige_periode, forrige = before
+                frame = sf1411d_beskeder(
+                    forrige,
+                    nu,
+                    aftale_frames(agreements, vaerdilister(store)),
+                    periode=periode,
+                    forrige_periode=forrige_periode,
+                    dannet=now(),
+                    afsender=beskedfordeler.afsender(),
+                )
+            beskeder.commit(store, periode, KIND, frame)
+    delivered = deliver_waiting(store, url, [KIND])
+    for periode in periods_of(context):
+        metadata = delivery_metadata(store, periode, KIND)
+        per_aftale = beskeder.outbox(store, periode, [KIND]).group_by("aftale").len()
+        metadata |= {f"aftale {navne.get(a, a)}": int(n) for a, n in per_aftale.iter_rows()}
+    metadata |= delivered
+    metadata["beskedfordeler"] = "forbundet" if url else "ingen (beskederne venter i udbakken)"
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def delivered_check(asset_key: dg.AssetKey, kind: str, name: str):
+    @dg.asset_check(asset=asset_key, name=name, partitions_def=periode_partitions)
+    def _leveret(context: dg.AssetCheckExecutionContext, state: StateResource) -> dg.AssetCheckResult:
+        """Every message of P delivered (StandardRetur 20); waiting ones are listed by type."""
+        status = pl.concat([beskeder.with_status(state.store(), p, [kind]) for p in periods_of(context)])
+        waiting = status.filter(pl.col("status") == beskeder.VENTER)
+        return dg.AssetCheckResult(
+            passed=waiting.is_empty(),
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"beskeder": status.height, "venter": waiting.height},
+        )
+
+    return _leveret
+
+
+def refused_check(asset_key: dg.AssetKey, kind: str, name: str):
+    @dg.asset_check(asset=asset_key, name=name, partitions_def=periode_partitions)
+    def _afvist(context: dg.AssetCheckExecutionContext, state: StateResource) -> dg.AssetCheckResult:
+        """No message of P refused (StandardRetur 40): a refused message is not retried."""
+        status = pl.concat([beskeder.with_status(state.store(), p, [kind]) for p in periods_of(context)])
+        refused = status.filter(pl.col("status") == beskeder.AFVIST_STATUS)
+        listing = "\n".join(
+            f"- {r['beskedid']} {r['beskedtype']} til {r['modtager']}: {r['fejlbesked'] or ''}"
+            for r in refused.head(20).iter_rows(named=True)
+        )
+        return dg.AssetCheckResult(
+            passed=refused.is_empty(),
+            metadata={"afvist": refused.height, "afviste": dg.MetadataValue.md(listing or "ingen")},
+        )
+
+    return _afvist
+
+
+sf1411d_leveret = delivered_check(NOTIFIKATIONER, KIND, "sf1411d_leveret")
+sf1411d_ingen_afvist = refused_check(NOTIFIKATIONER, KIND, "sf1411d_ingen_afvist")
+
+sf1411d_defs = dg.Definitions(assets=[notifikationer], asset_checks=[sf1411d_leveret, sf1411d_ingen_afvist])
