@@ -55,7 +55,7 @@ def budget(examples: int):
         deadline=None,
         derandomize=EXAMPLES <= 1000,  # in the suite: the same examples every run
         database=None,
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
+        suppress_health_check=list(HealthCheck),  # a loaded CI machine must not turn a budget into a failure
     )
 
 
