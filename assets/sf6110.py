@@ -5,6 +5,7 @@ The rules live in assets/sf6110_rules.py; the process (archive, decide, answer, 
 pipelines/intake.py. This module only shows the outcome."""
 
 
+import contextlib
 import datetime as dt
 from collections import Counter
 
@@ -16,7 +17,7 @@ from pipelines.exchange import ExchangeResource
 from pipelines.intake import (
     QUARANTINED,
     FileReport,
-    instruction_contract,
+    instruction_contracts,
     quarantined,
     run_intake,
 )
@@ -93,6 +94,11 @@ def traekanmodninger(
             keep=state.keep_deliveries,
             run_id=context.run_id,
         )
+    # Fold the new decisions into the compacted index, so that later runs read a few segments
+    # instead of every file ever received (pipelines/state.py). Only an optimization: when
+    # another run is compacting, this one leaves it.
+    with contextlib.suppress(RuntimeError), store.lock("index"):
+        store.compact()
 
     keys = [file_partition_key(f) for f in report.files]
     if keys:
@@ -209,14 +215,8 @@ def anmodninger_overholder_formatet(
     else:
         run_id = max(decisions, key=lambda d: d["decided_at"], default={}).get("run_id")
     judged = [d for d in decisions if d.get("run_id") == run_id]
-    by_element: Counter = Counter()
-    examples: list[str] = []
-    instructions = 0
-    for decision in judged:
-        result = instruction_contract(store, decision)
-        instructions += result.instructions
-        by_element.update(result.failures_by_element)
-        examples += result.examples
+    result = instruction_contracts(store, judged)  # one validation for the run's files
+    by_element, examples, instructions = Counter(result.failures_by_element), result.examples, result.instructions
     failing = sum(by_element.values())
     return dg.AssetCheckResult(
         passed=failing == 0,
