@@ -161,7 +161,7 @@ def test_the_benchmark_runs_tiny_and_prints_its_figures(tmp_path: Path) -> None:
         "GROWTH 100%",
         "MONTH  1 ",
         "MONTH  2 ",
-        "MONTHS month 2 / month 1",
+        "MONTHS month 2 / month 1 (CPU",
     ):
         assert line in out, f"{line!r} missing from:\n{out}"
     # The breakdown names the steps and the profiles are kept as text.
