@@ -21,8 +21,8 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Callable
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 import polars as pl
 
