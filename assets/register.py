@@ -16,7 +16,13 @@ from contracts.register import (
     check_pensionssager,
 )
 from pipelines.calendar import last_day
-from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
+from pipelines.partitions import (
+    SINGLE_RUN,
+    period_check_results,
+    period_materialization,
+    periode_partitions,
+    periods_of,
+)
 from pipelines.register import RegisterError, RegisterFile, RegisterResource
 
 GROUP = "register"
@@ -58,6 +64,8 @@ def pensionsberegning_metadata(register_file: RegisterFile) -> dict[str, dg.Meta
         **_file_metadata(register_file),
         "udbetales": dg.MetadataValue.int(int(frame["udbetales"].sum())),
         **{f"{name}_sum": dg.MetadataValue.int(int(total or 0)) for name, total in sums.items()},
+        # The UI's API has no number for an int over 2^31 (a national month): kroner to plot.
+        **{f"{name.removesuffix('_oere')}_sum_kr": dg.MetadataValue.float((total or 0) / 100) for name, total in sums.items()},
     }
 
 
@@ -86,16 +94,9 @@ def pensionsberegning(context: dg.AssetExecutionContext, register: RegisterResou
 
 
 def _materialize(context, register: RegisterResource, table: str, metadata_of) -> dg.MaterializeResult:
-    """One period: its figures, which the UI plots over the partitions. A backfill's range: the
-    rows and sha256 of each period's file."""
-    files = {periode: register.load(table, periode) for periode in periods_of(context)}
-    if len(files) == 1:
-        return dg.MaterializeResult(metadata=metadata_of(next(iter(files.values()))))
-    return dg.MaterializeResult(
-        metadata={
-            "rows": dg.MetadataValue.int(sum(f.frame.height for f in files.values())),
-            "files": dg.MetadataValue.json({p: {"rows": f.frame.height, "sha256": f.sha256} for p, f in files.items()}),
-        }
+    """Each period's figures on its own materialization, which the UI plots over the partitions."""
+    return period_materialization(
+        context, {periode: metadata_of(register.load(table, periode)) for periode in periods_of(context)}
     )
 
 
@@ -120,12 +121,14 @@ def contract_check_result(result: ContractResult) -> dg.AssetCheckResult:
     partitions_def=periode_partitions,
     description="register.md: valid unique CPRs, code lists, kommunekoder, tillaegsprocent 0–100.",
 )
-def pensionssager_kontrakt(context: dg.AssetCheckExecutionContext, register: RegisterResource) -> dg.AssetCheckResult:
+def pensionssager_kontrakt(context: dg.AssetCheckExecutionContext, register: RegisterResource):
     # CPRs are judged on the last day of P, so the judgement does not depend on when it runs.
-    return contract_check_result(
-        combine(
-            {p: check_pensionssager(register.read("pensionssager", p), last_day(p)) for p in periods_of(context)}
-        )
+    yield from period_check_results(
+        context,
+        {
+            p: contract_check_result(check_pensionssager(register.read("pensionssager", p), last_day(p)))
+            for p in periods_of(context)
+        },
     )
 
 
@@ -138,11 +141,9 @@ def pensionssager_kontrakt(context: dg.AssetCheckExecutionContext, register: Reg
         "register.md: periode is P, 0 ≤ skat ≤ brutto, netto = brutto − skat, every CPR in pensionssager for P."
     ),
 )
-def pensionsberegning_kontrakt(
-    context: dg.AssetCheckExecutionContext, register: RegisterResource
-) -> dg.AssetCheckResult:
-    return contract_check_result(
-        combine({p: _check_pensionsberegning(register, p) for p in periods_of(context)})
+def pensionsberegning_kontrakt(context: dg.AssetCheckExecutionContext, register: RegisterResource):
+    yield from period_check_results(
+        context, {p: contract_check_result(_check_pensionsberegning(register, p)) for p in periods_of(context)}
     )
 
 
@@ -158,22 +159,6 @@ def _check_pensionsberegning(register: RegisterResource, periode: str) -> Contra
             examples=[str(exc)],
         )
     return check_pensionsberegning(pensionsberegning_frame, periode, pensionssager_frame)
-
-
-def combine(results: dict[str, ContractResult]) -> ContractResult:
-    """The results of several periods (a backfill) as one: counts added, examples per period."""
-    if len(results) == 1:
-        return next(iter(results.values()))
-    by_check: dict[str, int] = {}
-    for result in results.values():
-        for rule, n in result.failures_by_check.items():
-            by_check[rule] = by_check.get(rule, 0) + n
-    return ContractResult(
-        passed=all(r.passed for r in results.values()),
-        failure_count=sum(r.failure_count for r in results.values()),
-        failures_by_check=by_check,
-        examples=[f"{p}: {e}" for p, r in results.items() for e in r.examples][:5],
-    )
 
 
 register_defs = dg.Definitions(

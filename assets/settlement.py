@@ -13,6 +13,7 @@ from assets.settlement_rules import (
     active_requests,
     settle,
     settlement_summary,
+    settlement_trail,
     violations_one_outcome,
     violations_settled_le_netto,
 )
@@ -21,10 +22,17 @@ from contracts.money import format_kroner
 from pipelines.calendar import cutoff
 from pipelines.exchange import ExchangeResource
 from pipelines.intake import unprocessed
-from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
+from pipelines.metadata import money_metadata
+from pipelines.partitions import (
+    SINGLE_RUN,
+    period_check_results,
+    period_materialization,
+    periode_partitions,
+    periods_of,
+)
 from pipelines.register import RegisterError, RegisterResource
 from pipelines.resources import StateResource
-from pipelines.state import StateStore
+from pipelines.state import StateStore, utc_now
 
 AKTIVE_ANMODNINGER = dg.AssetKey(["settlement", "aktive_anmodninger"])
 AFREGNING = dg.AssetKey(["settlement", "afregning"])
@@ -34,10 +42,23 @@ def frame_path(periode: str, table: str) -> str:
     return f"periods/{periode}/{table}.parquet"
 
 
+def archive_settlement(store: StateStore, periode: str, trail: pl.DataFrame) -> None:
+    """Keep every distinct settlement of P with netto and walk order, never overwritten
+    (operations.md: any past period can be explained after any number of later runs), so that
+    `pensionstraek explain` can say what each SF6111 version was made from. A re-run with the same
+    outcome adds nothing."""
+    folder = f"archive/afregning/{periode}"
+    earlier = store.listdir(folder)
+    if earlier and store.read_frame(f"{folder}/{earlier[-1]}").equals(trail):
+        return
+    stamp = utc_now().strftime("%Y%m%dT%H%M%S%fZ")
+    store.write_frame(f"{folder}/{stamp}.parquet", trail)
+
+
 def read_period_frame(store: StateStore, periode: str, table: str) -> pl.DataFrame:
     path = frame_path(periode, table)
     if not store.exists(path):
-        raise dg.Failure(f"{table} for {periode} is not materialized yet; run the settlement of {periode} first")
+        raise dg.Failure(f"{table} for {periode} er ikke lavet endnu; kør afregningen af {periode} først")
     return store.read_frame(path)
 
 
@@ -84,13 +105,13 @@ def aktive_anmodninger(
         raise dg.Failure(description="Afregningen kan ikke køre: " + "; ".join(problems))
 
     ledger = store.ledger()
-    counts = {}
+    metadata = {}
     for periode in periods_of(context):
         active = active_requests(ledger, periode)
         store.write_frame(frame_path(periode, "aktive_anmodninger"), active)
-        counts[periode] = active.height
+        metadata[periode] = {"aktive_anmodninger": dg.MetadataValue.int(active.height)}
         context.log.info(f"{periode}: {active.height} aktive anmodninger")
-    return dg.MaterializeResult(metadata=_per_period({"aktive_anmodninger": counts}))
+    return period_materialization(context, metadata)
 
 
 @dg.asset(
@@ -120,13 +141,14 @@ def afregning(
             raise dg.Failure(description=str(exc)) from None
         settled = settle(active, sager, beregning, periode)
         store.write_frame(frame_path(periode, "afregning"), settled)
+        archive_settlement(store, periode, settlement_trail(active, settled, beregning, periode))
         figures[periode] = settlement_figures(settled)
         f = figures[periode]
         context.log.info(
             f"{periode}: {f['anmodninger']} anmodninger, {f['afregnet']} afregnet "
             f"({format_kroner(f['afregnet_oere'])} kr), {f['afvist']} afvist"
         )
-    return dg.MaterializeResult(metadata=_per_period_figures(figures))
+    return period_materialization(context, {periode: figures_metadata(f) for periode, f in figures.items()})
 
 
 def settlement_figures(settled: pl.DataFrame) -> dict[str, int]:
@@ -142,69 +164,55 @@ def settlement_figures(settled: pl.DataFrame) -> dict[str, int]:
     }
 
 
-def _per_period(values: dict[str, dict[str, int]]) -> dict:
-    """Metadata for one or many periods: plain numbers for one period (the UI plots them over
-    the partitions), and a per-period breakdown when a backfill ran several."""
-    metadata: dict = {}
-    for name, per_periode in values.items():
-        metadata[name] = sum(per_periode.values())
-        if len(per_periode) > 1:
-            metadata[f"{name}_pr_periode"] = dg.MetadataValue.json(per_periode)
-    return metadata
-
-
-def _per_period_figures(figures: dict[str, dict[str, int]]) -> dict:
-    names = sorted({name for f in figures.values() for name in f})
-    metadata = _per_period({name: {p: f.get(name, 0) for p, f in figures.items()} for name in names})
-    metadata["afregnet_kr"] = format_kroner(metadata["afregnet_oere"])
-    return metadata
+def figures_metadata(figures: dict[str, int]) -> dict:
+    """A period's settlement figures as the UI plots them; the sum as øre and kroner."""
+    metadata = {name: dg.MetadataValue.int(value) for name, value in figures.items() if name != "afregnet_oere"}
+    return {**metadata, **money_metadata("afregnet", figures["afregnet_oere"])}
 
 
 # --- checks: the invariants of settlement.md, blocking (no file goes out if they break) -----------
 
 
-def _violations_result(violations: dict[str, pl.DataFrame]) -> dg.AssetCheckResult:
-    bad = {p: v for p, v in violations.items() if v.height}
-    examples = [
-        f"{p}: {row}" for p, v in bad.items() for row in v.drop("cpr", strict=False).head(5).iter_rows(named=True)
-    ]
+def _violations_result(violations: pl.DataFrame) -> dg.AssetCheckResult:
+    examples = [f"{row}" for row in violations.drop("cpr", strict=False).head(10).iter_rows(named=True)]
     return dg.AssetCheckResult(
-        passed=not bad,
+        passed=violations.height == 0,
         metadata={
-            "antal_fejl": sum(v.height for v in bad.values()),
-            "perioder_med_fejl": ", ".join(sorted(bad)) or "ingen",
-            "eksempler": dg.MetadataValue.md("\n".join(f"- {e}" for e in examples[:10]) or "ingen"),
+            "antal_fejl": dg.MetadataValue.int(violations.height),
+            "eksempler": dg.MetadataValue.md("\n".join(f"- {e}" for e in examples) or "ingen"),
         },
     )
 
 
 @dg.asset_check(asset=AFREGNING, name="hver_anmodning_et_udfald", blocking=True, partitions_def=periode_partitions)
-def hver_anmodning_et_udfald(context: dg.AssetCheckExecutionContext, state: StateResource) -> dg.AssetCheckResult:
+def hver_anmodning_et_udfald(context: dg.AssetCheckExecutionContext, state: StateResource):
     """settlement.md: each active request has exactly one outcome."""
     store = state.store()
-    return _violations_result(
+    yield from period_check_results(
+        context,
         {
-            p: violations_one_outcome(
-                read_period_frame(store, p, "aktive_anmodninger"), read_period_frame(store, p, "afregning")
+            p: _violations_result(
+                violations_one_outcome(
+                    read_period_frame(store, p, "aktive_anmodninger"), read_period_frame(store, p, "afregning")
+                )
             )
             for p in periods_of(context)
-        }
+        },
     )
 
 
 @dg.asset_check(asset=AFREGNING, name="afregnet_hoejst_netto", blocking=True, partitions_def=periode_partitions)
-def afregnet_hoejst_netto(
-    context: dg.AssetCheckExecutionContext, state: StateResource, register: RegisterResource
-) -> dg.AssetCheckResult:
+def afregnet_hoejst_netto(context: dg.AssetCheckExecutionContext, state: StateResource, register: RegisterResource):
     """settlement.md: settled amounts per CPR never exceed netto."""
     store = state.store()
-    return _violations_result(
+    yield from period_check_results(
+        context,
         {
-            p: violations_settled_le_netto(
-                read_period_frame(store, p, "afregning"), register.read("pensionsberegning", p)
+            p: _violations_result(
+                violations_settled_le_netto(read_period_frame(store, p, "afregning"), register.read("pensionsberegning", p))
             )
             for p in periods_of(context)
-        }
+        },
     )
 
 

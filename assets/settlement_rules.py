@@ -32,22 +32,31 @@ ACTIVE_SCHEMA = pl.Schema(
 # One row per active request with its outcome: the rows an SF6111 file is made of.
 SETTLED_SCHEMA = TRAEK_SCHEMA
 
-def active_requests(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
-    """The requests active in `periode`, each with the amount and Traekart of its version in force.
+# settlement.md step 3: a citizen's requests are walked in this order.
+WALK_ORDER = ["cpr", "prioritet", "opret_modtaget", "kommunekode", "anmodning_id"]
 
-    settlement.md "Which requests are active in P". Columns: ACTIVE_SCHEMA, one row per request,
-    sorted by (kommunekode, anmodning_id)."""
+def versions_in_force(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
+    """Per request, its version in force in `periode` (an OPRET, AENDR or OPHOER): of the
+    registered instructions with FraPeriode <= P, the one received last (settlement.md). Columns:
+    the ledger's; requests with no instruction from P or earlier have no row."""
     first_day(periode)  # judge the argument before using it in comparisons
-    # The version in force: of the instructions with FraPeriode <= P, the one received last;
-    # between files with the same modtaget the later file name (byte order). Same name and second
+    # Between files with the same modtaget the later file name (byte order). Same name and second
     # (a redelivery) and the place in the file (unreachable, U02) only make the choice total.
     received_order = ["modtaget", "filnavn", "file_transfer_uuid", "position"]
-    in_force = (
+    return (
         ledger.filter(pl.col("fra_periode") <= periode)
         .sort(received_order, nulls_last=False)
         .group_by(REQUEST)
         .last()
     )
+
+
+def active_requests(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
+    """The requests active in `periode`, each with the amount and Traekart of its version in force.
+
+    settlement.md "Which requests are active in P". Columns: ACTIVE_SCHEMA, one row per request,
+    sorted by (kommunekode, anmodning_id)."""
+    in_force = versions_in_force(ledger, periode)
     # Walk order uses the modtaget of the request's OPRET, which exists whatever the FraPeriode of
     # the version in force (an AENDR may start the request earlier than its OPRET, sf6110.md).
     # U07/U08 make the OPRET the first instruction of a request; the fallback only keeps the
@@ -148,9 +157,8 @@ def _priority_walk(requests: pl.DataFrame) -> pl.DataFrame:
 
     The walk is sequential within a citizen but independent between citizens, so it runs over the
     place in the walk (`trin`, a handful at most) with one vectorized `rest` for all citizens."""
-    walk_order = ["cpr", "prioritet", "opret_modtaget", "kommunekode", "anmodning_id"]
     walk = (
-        requests.sort(walk_order, nulls_last=True)
+        requests.sort(WALK_ORDER, nulls_last=True)
         .with_columns(
             borger=pl.col("cpr").rle_id(),  # 0-based index of the citizen (sorted by cpr)
             trin=pl.int_range(pl.len(), dtype=pl.UInt32).over("cpr"),
@@ -181,6 +189,32 @@ def _priority_walk(requests: pl.DataFrame) -> pl.DataFrame:
         kode=pl.when(pl.col("afregnet_oere") == pl.col("anmodet_oere"))
         .then(pl.lit(None, pl.String))
         .otherwise(pl.lit("A03"))
+    )
+
+
+# The settlement as an auditor reads it (operations.md "explain"): each outcome with the citizen's
+# netto and its place in the citizen's walk.
+TRAIL_SCHEMA = pl.Schema({**SETTLED_SCHEMA, "netto_oere": pl.Int64, "trin": pl.UInt32})
+
+
+def settlement_trail(
+    active: pl.DataFrame, settled: pl.DataFrame, pensionsberegning: pl.DataFrame, periode: str
+) -> pl.DataFrame:
+    """The rows of `settle()` with `netto_oere` (null when P has no calculation for the CPR) and
+    `trin`, the 0-based place of the request in its citizen's walk (settlement.md step 3's order,
+    also for requests rejected up front), so that the walk can be told months later even when
+    the code list's priorities have changed. Columns TRAIL_SCHEMA, in walk order."""
+    prioritet = traekarter().select("traekart", "prioritet")
+    beregning = pensionsberegning
+    if "periode" in beregning.columns:
+        beregning = beregning.filter(pl.col("periode") == periode)
+    return (
+        settled.join(active.select(*REQUEST, "opret_modtaget"), on=REQUEST, how="left")
+        .join(prioritet, on="traekart", how="left")
+        .join(beregning.select("cpr", "netto_oere"), on="cpr", how="left", validate="m:1")
+        .sort(WALK_ORDER, nulls_last=True)
+        .with_columns(trin=pl.int_range(pl.len(), dtype=pl.UInt32).over("cpr"))
+        .select([pl.col(name).cast(dtype) for name, dtype in TRAIL_SCHEMA.items()])
     )
 
 

@@ -14,7 +14,14 @@ from contracts.cpr import mask_cpr_expr
 from contracts.sf2601 import decode_sf2601, encode_sf2601, sf2601_filnavn
 from pipelines.calendar import udbetalingsdato
 from pipelines.exchange import ExchangeResource
-from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
+from pipelines.metadata import money_metadata
+from pipelines.partitions import (
+    SINGLE_RUN,
+    period_check_results,
+    period_materialization,
+    periode_partitions,
+    periods_of,
+)
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 
@@ -41,7 +48,7 @@ def udbetalinger(
 ) -> dg.MaterializeResult:
     store = state.store()
     # operations.md: numbers on every materialization, so the UI plots them over the periods.
-    totals = {"personer": 0, "brutto_oere": 0, "traek_oere": 0, "udbetalt_oere": 0}
+    totals: dict[str, dict] = {}
 
     def files_of(periode: str):
         rows = sf2601_rows(
@@ -50,9 +57,9 @@ def udbetalinger(
             register.read("pensionsberegning", periode),
         )
         store.write_frame(f"periods/{periode}/sf2601.parquet", rows)
-        totals["personer"] += rows.height
-        for column in ("brutto_oere", "traek_oere", "udbetalt_oere"):
-            totals[column] += int(rows[column].sum())
+        totals[periode] = {"personer": dg.MetadataValue.int(rows.height)}
+        for name in ("brutto", "traek", "udbetalt"):
+            totals[periode].update(money_metadata(name, int(rows[f"{name}_oere"].sum())))
         payday = udbetalingsdato(periode)
         for (kommunekode,), persons in rows.group_by("kommunekode", maintain_order=True):
             yield (
@@ -62,7 +69,7 @@ def udbetalinger(
             )
 
     made = make_period_files(context, store, INTEGRATION, periods_of(context), files_of)
-    return dg.MaterializeResult(metadata={**made.metadata, **totals})
+    return period_materialization(context, {periode: {**made[periode], **totals[periode]} for periode in made})
 
 
 @dg.asset(
@@ -90,35 +97,36 @@ def afsendelse(
 
 
 @dg.asset_check(asset=UDBETALINGER, name="samlet_lig_overfoersel", blocking=True, partitions_def=periode_partitions)
-def samlet_lig_overfoersel(
-    context: dg.AssetCheckExecutionContext, state: StateResource
-) -> dg.AssetCheckResult:
+def samlet_lig_overfoersel(context: dg.AssetCheckExecutionContext, state: StateResource):
     """sf2601.md: SamletUdbetaltBeloeb equals the sum of UdbetaltBeloeb, equals the single
     transfer to the municipality's NemKonto (netto − settled deductions of its citizens), and
     AntalPersoner equals the records; and no citizen of another municipality is in a file."""
     store = state.store()
+    yield from period_check_results(context, {p: _transfers_result(store, p) for p in periods_of(context)})
+
+
+def _transfers_result(store, periode: str) -> dg.AssetCheckResult:
+    transfers = (
+        store.read_frame(f"periods/{periode}/sf2601.parquet")
+        .group_by("kommunekode")
+        .agg(overfoersel=pl.col("udbetalt_oere").sum(), personer=pl.col("cpr"))
+    )
+    by_kommune = {r["kommunekode"]: r for r in transfers.iter_rows(named=True)}
     wrong, files = [], 0
-    for periode in periods_of(context):
-        transfers = (
-            store.read_frame(f"periods/{periode}/sf2601.parquet")
-            .group_by("kommunekode")
-            .agg(overfoersel=pl.col("udbetalt_oere").sum(), personer=pl.col("cpr"))
-        )
-        by_kommune = {r["kommunekode"]: r for r in transfers.iter_rows(named=True)}
-        for version, data in period_versions(store, INTEGRATION, periode):
-            files += 1
-            header, persons = decode_sf2601(data)
-            expected = by_kommune.get(version.kommunekode)
-            records_sum = int(persons["udbetalt_oere"].sum())
-            if header["samlet_udbetalt_oere"] != records_sum:
-                wrong.append(f"{periode} {version.kommunekode}: SamletUdbetaltBeloeb ≠ summen af UdbetaltBeloeb")
-            if header["antal_personer"] != persons.height:
-                wrong.append(f"{periode} {version.kommunekode}: AntalPersoner ≠ antal Udbetaling")
-            if expected is None or expected["overfoersel"] != header["samlet_udbetalt_oere"]:
-                wrong.append(f"{periode} {version.kommunekode}: SamletUdbetaltBeloeb ≠ overførslen")
-            foreign = set(persons["cpr"].to_list()) - set(expected["personer"] if expected else [])
-            if foreign:
-                wrong.append(f"{periode} {version.kommunekode}: {len(foreign)} borgere fra en anden kommune")
+    for version, data in period_versions(store, INTEGRATION, periode):
+        files += 1
+        header, persons = decode_sf2601(data)
+        expected = by_kommune.get(version.kommunekode)
+        records_sum = int(persons["udbetalt_oere"].sum())
+        if header["samlet_udbetalt_oere"] != records_sum:
+            wrong.append(f"{version.kommunekode}: SamletUdbetaltBeloeb ≠ summen af UdbetaltBeloeb")
+        if header["antal_personer"] != persons.height:
+            wrong.append(f"{version.kommunekode}: AntalPersoner ≠ antal Udbetaling")
+        if expected is None or expected["overfoersel"] != header["samlet_udbetalt_oere"]:
+            wrong.append(f"{version.kommunekode}: SamletUdbetaltBeloeb ≠ overførslen")
+        foreign = set(persons["cpr"].to_list()) - set(expected["personer"] if expected else [])
+        if foreign:
+            wrong.append(f"{version.kommunekode}: {len(foreign)} borgere fra en anden kommune")
     return dg.AssetCheckResult(
         passed=not wrong,
         metadata={"filer": files, "afvigelser": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong[:20]) or "ingen")},
@@ -126,27 +134,23 @@ def samlet_lig_overfoersel(
 
 
 @dg.asset_check(asset=UDBETALINGER, name="administrationskommune_mangler", partitions_def=periode_partitions)
-def administrationskommune_mangler(
-    context: dg.AssetCheckExecutionContext, register: RegisterResource
-) -> dg.AssetCheckResult:
+def administrationskommune_mangler(context: dg.AssetCheckExecutionContext, register: RegisterResource):
     """sf2601.md: a case under administration with payment to the municipality but without an
     administrationskommune is left out of every file. Warns without blocking the other files."""
-    missing = pl.concat(
-        [
-            missing_administrationskommune(register.read("pensionssager", p), register.read("pensionsberegning", p))
-            .with_columns(periode=pl.lit(p))
-            for p in periods_of(context)
-        ]
+    yield from period_check_results(context, {p: _missing_result(register, p) for p in periods_of(context)})
+
+
+def _missing_result(register: RegisterResource, periode: str) -> dg.AssetCheckResult:
+    missing = missing_administrationskommune(
+        register.read("pensionssager", periode), register.read("pensionsberegning", periode)
     )
-    examples = missing.select("periode", mask_cpr_expr("cpr").alias("cpr")).head(10)
+    examples = missing.select(mask_cpr_expr("cpr").alias("cpr")).head(10)
     return dg.AssetCheckResult(
         passed=missing.is_empty(),
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "sager_uden_administrationskommune": missing.height,
-            "eksempler": dg.MetadataValue.md(
-                "\n".join(f"- {r['periode']} {r['cpr']}" for r in examples.iter_rows(named=True)) or "ingen"
-            ),
+            "eksempler": dg.MetadataValue.md("\n".join(f"- {r['cpr']}" for r in examples.iter_rows(named=True)) or "ingen"),
         },
     )
 

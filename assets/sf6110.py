@@ -180,12 +180,29 @@ def afvisningsrate_pr_kommune(state: StateResource) -> dg.AssetCheckResult:
         .sort("rate", descending=True)
     )
     high = rates.filter(pl.col("rate") > 0.5)
-    table = "\n".join(
-        ["| kommune | modtaget | afvist | andel afvist |", "|---|---|---|---|"]
-        + [
-            f"| {r['kommunekode']} {r['navn'] or ''} | {r['modtaget']} | {r['afvist']} | {r['rate']:.1%} |"
-            for r in rates.head(30).iter_rows(named=True)
-        ]
+    # A table, not markdown: the UI shows it as columns of numbers (issue 8, "a dashboard").
+    table = dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    "kommunekode": r["kommunekode"],
+                    "navn": r["navn"] or "",
+                    "modtaget": r["modtaget"],
+                    "afvist": r["afvist"],
+                    "andel_afvist": round(r["rate"], 4),
+                }
+            )
+            for r in rates.iter_rows(named=True)
+        ],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("kommunekode", "string"),
+                dg.TableColumn("navn", "string"),
+                dg.TableColumn("modtaget", "int"),
+                dg.TableColumn("afvist", "int"),
+                dg.TableColumn("andel_afvist", "float", description="afviste / (modtagne + afviste)"),
+            ]
+        ),
     )
     return dg.AssetCheckResult(
         passed=high.is_empty(),
@@ -194,7 +211,7 @@ def afvisningsrate_pr_kommune(state: StateResource) -> dg.AssetCheckResult:
             "kommuner": rates.height,
             "kommuner_over_halvdelen_afvist": high.height,
             "samlet_andel_afvist": float(rates["afvist"].sum() / max(1, rates["afvist"].sum() + rates["modtaget"].sum())),
-            "pr_kommune": dg.MetadataValue.md(table),
+            "pr_kommune": table,
         },
     )
 

@@ -18,7 +18,13 @@ from assets.settlement import AFREGNING, read_period_frame
 from contracts.sf6111 import decode_sf6111, encode_sf6111, sf6111_filnavn
 from pipelines.calendar import udbetalingsdato
 from pipelines.exchange import ExchangeResource
-from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
+from pipelines.partitions import (
+    SINGLE_RUN,
+    period_check_results,
+    period_materialization,
+    periode_partitions,
+    periods_of,
+)
 from pipelines.resources import PartnersResource, StateResource
 from pipelines.state import sha256_hex
 
@@ -53,7 +59,7 @@ def specifikationslister(context: dg.AssetExecutionContext, state: StateResource
                 lambda n, kk=kommunekode: sf6111_filnavn(kk, periode, n),
             )
 
-    return make_period_files(context, store, INTEGRATION, periods_of(context), files_of)
+    return period_materialization(context, make_period_files(context, store, INTEGRATION, periods_of(context), files_of))
 
 
 @dg.asset(
@@ -98,56 +104,58 @@ def _decoded(store, periode: str) -> list[tuple[str, dict, pl.DataFrame]]:
 
 
 @dg.asset_check(asset=SPECIFIKATIONSLISTER, name="filtotaler_stemmer", blocking=True, partitions_def=periode_partitions)
-def filtotaler_stemmer(context: dg.AssetCheckExecutionContext, state: StateResource) -> dg.AssetCheckResult:
+def filtotaler_stemmer(context: dg.AssetCheckExecutionContext, state: StateResource):
     """Each file's header (AntalTraek, AntalAfregnet, AntalAfvist, SamletAfregnetBeloeb) equals
     what its records add up to, and the files of P together carry exactly the settled sum."""
     store = state.store()
-    wrong, files, total_files, total_settled = [], 0, 0, 0
-    for periode in periods_of(context):
-        settled = read_period_frame(store, periode, "afregning")
-        period_sum = 0
-        for kommunekode, header, traek in _decoded(store, periode):
-            files += 1
-            records_sum = int(traek["afregnet_oere"].sum())
-            period_sum += header["samlet_afregnet_oere"]
-            expected = {
-                "antal_traek": traek.height,
-                "antal_afregnet": int((traek["status"] == "AFREGNET").sum()),
-                "antal_afvist": int((traek["status"] == "AFVIST").sum()),
-                "samlet_afregnet_oere": records_sum,
-            }
-            wrong += [f"{periode} {kommunekode}: {k} {header[k]} ≠ {v}" for k, v in expected.items() if header[k] != v]
-        if period_sum != int(settled["afregnet_oere"].sum()):
-            wrong.append(f"{periode}: filerne i alt {period_sum} øre ≠ afregnet {int(settled['afregnet_oere'].sum())} øre")
-        total_files += period_sum
-        total_settled += int(settled["afregnet_oere"].sum())
+    yield from period_check_results(context, {p: _file_totals(store, p) for p in periods_of(context)})
+
+
+def _file_totals(store, periode: str) -> dg.AssetCheckResult:
+    settled = read_period_frame(store, periode, "afregning")
+    settled_sum = int(settled["afregnet_oere"].sum())
+    wrong, files, files_sum = [], 0, 0
+    for kommunekode, header, traek in _decoded(store, periode):
+        files += 1
+        files_sum += header["samlet_afregnet_oere"]
+        expected = {
+            "antal_traek": traek.height,
+            "antal_afregnet": int((traek["status"] == "AFREGNET").sum()),
+            "antal_afvist": int((traek["status"] == "AFVIST").sum()),
+            "samlet_afregnet_oere": int(traek["afregnet_oere"].sum()),
+        }
+        wrong += [f"{kommunekode}: {k} {header[k]} ≠ {v}" for k, v in expected.items() if header[k] != v]
+    if files_sum != settled_sum:
+        wrong.append(f"filerne i alt {files_sum} øre ≠ afregnet {settled_sum} øre")
     return dg.AssetCheckResult(
         passed=not wrong,
         metadata={
             "filer": files,
-            "sum_filer_oere": total_files,
-            "sum_afregnet_oere": total_settled,
+            "sum_filer_oere": dg.MetadataValue.int(files_sum),
+            "sum_afregnet_oere": dg.MetadataValue.int(settled_sum),
             "afvigelser": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong[:20]) or "ingen"),
         },
     )
 
 
 @dg.asset_check(asset=SPECIFIKATIONSLISTER, name="ingen_fremmede_traek", blocking=True, partitions_def=periode_partitions)
-def ingen_fremmede_traek(context: dg.AssetCheckExecutionContext, state: StateResource) -> dg.AssetCheckResult:
+def ingen_fremmede_traek(context: dg.AssetCheckExecutionContext, state: StateResource):
     """No municipality may see another's citizens: every Traek in municipality K's file is one of
     K's own settled requests (same AnmodningId and CPR)."""
     store = state.store()
-    foreign = 0
-    where = []
-    for periode in periods_of(context):
-        settled = read_period_frame(store, periode, "afregning").select("kommunekode", "anmodning_id", "cpr")
-        for kommunekode, _header, traek in _decoded(store, periode):
-            stray = traek.select("anmodning_id", "cpr").join(
-                settled.filter(pl.col("kommunekode") == kommunekode), on=["anmodning_id", "cpr"], how="anti"
-            )
-            if stray.height:
-                foreign += stray.height
-                where.append(f"{periode} {kommunekode}: {stray.height}")
+    yield from period_check_results(context, {p: _foreign_traek(store, p) for p in periods_of(context)})
+
+
+def _foreign_traek(store, periode: str) -> dg.AssetCheckResult:
+    settled = read_period_frame(store, periode, "afregning").select("kommunekode", "anmodning_id", "cpr")
+    foreign, where = 0, []
+    for kommunekode, _header, traek in _decoded(store, periode):
+        stray = traek.select("anmodning_id", "cpr").join(
+            settled.filter(pl.col("kommunekode") == kommunekode), on=["anmodning_id", "cpr"], how="anti"
+        )
+        if stray.height:
+            foreign += stray.height
+            where.append(f"{kommunekode}: {stray.height}")
     return dg.AssetCheckResult(
         passed=foreign == 0,
         metadata={"fremmede_traek": foreign, "filer_med_fremmede": ", ".join(where) or "ingen"},

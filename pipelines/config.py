@@ -21,11 +21,30 @@ STATE_URL = "PENSIONSTRAEK_STATE_URL"
 PARTNERS = "PENSIONSTRAEK_PARTNERS"
 KEEP_DELIVERIES = "PENSIONSTRAEK_KEEP_DELIVERIES"  # exchange.md: processed pairs are removed from IN/ (configurable: keep)
 
+SENSOR_INTERVAL = "PENSIONSTRAEK_SENSOR_INTERVAL"
+RECEIPT_TIMEOUT_MINUTES = "PENSIONSTRAEK_RECEIPT_TIMEOUT_MINUTES"
+
 DEFAULTS = {
     EXCHANGE_URL: "./var/exchange/udk-pension",
     REGISTER_URL: "./var/register",
     STATE_URL: "./var/state",
     "DAGSTER_HOME": "./var/dagster",
+}
+
+
+# Every variable the command line and the code location read, with its default and meaning: the
+# one source of `pensionstraek --help`'s list (operations.md "Configuration"). Add new ones here.
+VARIABLES: dict[str, tuple[str, str]] = {
+    EXCHANGE_URL: (DEFAULTS[EXCHANGE_URL], "UDK's konto på SFTP-tjenesten: en mappe eller sftp://bruger@vært:port/sti"),
+    SFTP_KEY: ("ingen", "privat nøgle til sftp://"),
+    SFTP_KNOWN_HOSTS: ("ingen", "known_hosts-fil, påkrævet til sftp:// (værtsnøglen kontrolleres altid)"),
+    REGISTER_URL: (DEFAULTS[REGISTER_URL], "registeret: pensionssager/ og pensionsberegning/"),
+    STATE_URL: (DEFAULTS[STATE_URL], "tilstandslageret: arkiv, ledger, afgørelser, alt sendt"),
+    PARTNERS: ("indbygget", "TOML-fil med partnerkonti og de kommuner, de taler for"),
+    KEEP_DELIVERIES: ("false", "true: behandlede leverancer bliver liggende i IN/"),
+    SENSOR_INTERVAL: ("30", "sekunder mellem sensorens kig i IN/"),
+    RECEIPT_TIMEOUT_MINUTES: ("60", "minutter før en sendt fil uden teknisk kvittering vises som manglende"),
+    "DAGSTER_HOME": (DEFAULTS["DAGSTER_HOME"], "Dagster-instansen (dagster.yaml; SQLite som standard)"),
 }
 
 
@@ -52,22 +71,22 @@ class ExchangeLocation:
 
 def parse_exchange_url(url: str, variable: str = EXCHANGE_URL) -> ExchangeLocation:
     if not url:
-        raise ConfigError(f"{variable} is empty: give a folder or sftp://user@host:port/path")
+        raise ConfigError(f"{variable} er tom: angiv en mappe eller sftp://bruger@vært:port/sti")
     parts = urlsplit(url)
     if parts.scheme in ("", "file"):
         path = parts.path if parts.scheme == "file" else url
         return ExchangeLocation(scheme="file", path=path)
     if parts.scheme != "sftp":
         raise ConfigError(
-            f"{variable}={url!r} has the unknown URL scheme {parts.scheme!r}: "
-            "use a folder path or sftp://user@host:port/path"
+            f"{variable}={url!r} har det ukendte URL-skema {parts.scheme!r}: "
+            "angiv en mappe eller sftp://bruger@vært:port/sti"
         )
     if not parts.hostname or not parts.username:
-        raise ConfigError(f"{variable}={url!r} must name user and host: sftp://user@host:port/path")
+        raise ConfigError(f"{variable}={url!r} skal nævne bruger og vært: sftp://bruger@vært:port/sti")
     try:
         port = parts.port or 22
     except ValueError as exc:
-        raise ConfigError(f"{variable}={url!r} has an invalid port") from exc
+        raise ConfigError(f"{variable}={url!r} har en ugyldig port") from exc
     return ExchangeLocation(
         scheme="sftp", path=parts.path or "/", host=parts.hostname, port=port, username=parts.username
     )
@@ -75,13 +94,13 @@ def parse_exchange_url(url: str, variable: str = EXCHANGE_URL) -> ExchangeLocati
 
 def check_readable_file(variable: str, value: str, what: str) -> str:
     if not value:
-        raise ConfigError(f"{variable} is required for sftp:// exchange URLs: set it to the {what}")
+        raise ConfigError(f"{variable} er påkrævet for sftp://-udveksling: sæt den til {what}")
     if not Path(value).is_file():
-        raise ConfigError(f"{variable}={value!r}: no such file (the {what})")
+        raise ConfigError(f"{variable}={value!r}: filen findes ikke ({what})")
     try:
         Path(value).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"{variable}={value!r} cannot be read: {exc.strerror}") from exc
+        raise ConfigError(f"{variable}={value!r} kan ikke læses: {exc.strerror}") from exc
     return value
 
 
@@ -90,10 +109,10 @@ def check_local_or_url(variable: str, value: str) -> str:
     import fsspec
 
     if not value:
-        raise ConfigError(f"{variable} is empty: give a folder path")
+        raise ConfigError(f"{variable} er tom: angiv en mappe")
     scheme = urlsplit(value).scheme
     if scheme and len(scheme) > 1 and scheme not in fsspec.available_protocols():
-        raise ConfigError(f"{variable}={value!r} has the unknown URL scheme {scheme!r}")
+        raise ConfigError(f"{variable}={value!r} har det ukendte URL-skema {scheme!r}")
     return value
 
 
@@ -146,10 +165,10 @@ def _municipalities(variable: str, account: str, key: str, value: object) -> fro
     if value == ALL:
         return kommunekoder()
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{variable}: {key} of partner {account!r} must be \"*\" or a list of kommunekoder")
+        raise ConfigError(f"{variable}: {key} for partner {account!r} skal være \"*\" eller en liste af kommunekoder")
     unknown = sorted(set(value) - kommunekoder())
     if unknown:
-        raise ConfigError(f"{variable}: partner {account!r} names unknown kommunekoder {unknown}")
+        raise ConfigError(f"{variable}: partner {account!r} nævner ukendte kommunekoder {unknown}")
     return frozenset(value)
 
 
@@ -161,14 +180,14 @@ def load_partners(path: str | None = None) -> Partners:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as exc:
-        raise ConfigError(f"{PARTNERS}={path!r} cannot be read: {exc.strerror}") from exc
+        raise ConfigError(f"{PARTNERS}={path!r} kan ikke læses: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{PARTNERS}={path!r} is not valid TOML: {exc}") from exc
+        raise ConfigError(f"{PARTNERS}={path!r} er ikke gyldig TOML: {exc}") from exc
     partners = []
     for entry in data.get("partner", []):
         account = entry.get("account")
         if not isinstance(account, str) or not account:
-            raise ConfigError(f"{PARTNERS}: every [[partner]] needs an account name")
+            raise ConfigError(f"{PARTNERS}: hver [[partner]] skal have et account-navn")
         partners.append(
             Partner(
                 account=account,

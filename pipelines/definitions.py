@@ -13,7 +13,7 @@ from pipelines.jobs import settlement_job
 from pipelines.register import RegisterResource
 from pipelines.resources import PartnersResource, StateResource
 from pipelines.schedules import maanedlig_afregning
-from pipelines.sensors import sf6110_indgang
+from pipelines.sensors import register_perioder, sf6110_indgang
 
 
 def resources_from_env() -> dict:
@@ -36,8 +36,11 @@ def build_definitions(resources: dict | None = None) -> dg.Definitions:
         dg.Definitions(
             jobs=[settlement_job],
             schedules=[maanedlig_afregning],
-            sensors=[sf6110_indgang],
+            sensors=[sf6110_indgang, register_perioder],
             resources=resources if resources is not None else resources_from_env(),
+            # One process per run, from the UI as from the command line: a period's steps are short,
+            # and a process per step would cost the start of the code location (seconds) each.
+            executor=dg.in_process_executor,
         ),
     )
 

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from pipelines.exchange import ExchangeClient
 from pipelines.outbox import send
 from pipelines.state import StateStore, sha256_hex, utc_now
+
+if TYPE_CHECKING:  # only a type here: reading the state store needs no Dagster (pensionstraek explain)
+    from pipelines.exchange import ExchangeClient
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,8 @@ def send_versions(
         recipient = recipient_for(version.kommunekode)
         if recipient is None:
             raise RuntimeError(
-                f"no partner account receives {version.integration} for kommune {version.kommunekode}: "
-                "check PENSIONSTRAEK_PARTNERS"
+                f"ingen partnerkonto modtager {version.integration} for kommune {version.kommunekode}: "
+                "tjek PENSIONSTRAEK_PARTNERS"
             )
         result = send(
             client,

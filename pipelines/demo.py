@@ -18,14 +18,13 @@ from pathlib import Path
 import polars as pl
 
 from contracts.codes import afvisningstekst, kommuner
-from contracts.envelope import encode_trigger, trigger_for
 from contracts.money import format_kroner
 from contracts.sf2601 import decode_sf2601
 from contracts.sf6110 import INSTRUCTION_SCHEMA, encode_request_file
 from contracts.sf6111 import decode_sf6111
 from pipelines.calendar import TZ, first_open_period, previous_periode
 from pipelines.config import EXCHANGE_URL, PARTNERS, REGISTER_URL, STATE_URL
-from pipelines.emulator import describe, route
+from pipelines.emulator import describe, route, send_from
 from pipelines.generate import generate_register
 from pipelines.generate_sf6110 import generate_request_files
 from pipelines.state import StateStore
@@ -43,11 +42,12 @@ def run_demo(var: Path) -> int:
     os.environ[STATE_URL] = str(var / "state")
     os.environ.pop(PARTNERS, None)  # the built-in partners: kp speaks for all, ky receives SF2601
     os.environ.setdefault("DAGSTER_HOME", str(var / "dagster"))
-    from pipelines.runner import run_job  # after the environment is set: definitions read it
+    from pipelines.runner import run_job, summarize_problems  # after the environment is set: definitions read it
 
     now = dt.datetime.now(TZ)
     periode = first_open_period(now)
-    print(f"Demo-verden i {var}: periode {periode}, den første åbne periode {now:%Y-%m-%d %H:%M}")
+    # A period is a month (YYYY-MM), never an instant: the instant is only what made it the first open one.
+    print(f"Demo-verden i {var}: periode {periode}, den første åbne periode (nu: {now.isoformat(timespec='minutes')})")
 
     generate_register(var / "register", [previous_periode(periode), periode], persons=3000, seed=7)
     sager = pl.read_parquet(var / "register" / "pensionssager" / f"{periode}.parquet")
@@ -67,15 +67,16 @@ def run_demo(var: Path) -> int:
     print(f"\nAfregning af {periode}")
     outcome = run_job("maanedlig_afregning", first_periode=periode)
     if not outcome.success:
-        print("  afregningen fejlede: " + "; ".join(outcome.problems))
+        print("  afregningen fejlede: " + summarize_problems(outcome.problems))
         return 1
     _route(var, "  ")
     intake = run_job("sf6110_intake")  # records the technical receipts of what UDK sent
     if not intake.success:
-        print("  registrering af tekniske kvitteringer fejlede: " + "; ".join(intake.problems))
+        print("  registrering af tekniske kvitteringer fejlede: " + summarize_problems(intake.problems))
         return 1
     _print_settlement(var)
     _print_where(var)
+    print(f"\nSe videre: `pensionstraek status` og `pensionstraek explain {DEMO_KOMMUNER[0]} {periode}` (revisionssporet)")
     return 0
 
 
@@ -84,7 +85,7 @@ def _prepare(var: Path) -> None:
     if var.exists() and any(var.iterdir()) and not (var / MARKER).exists():
         only_dagster = {p.name for p in var.iterdir()} <= {"dagster"}
         if not only_dagster:
-            raise SystemExit(f"pensionstraek: {var} exists and was not made by the demo; move it away first")
+            raise SystemExit(f"pensionstraek: {var} findes og er ikke lavet af demoen; flyt den væk først")
     var.mkdir(parents=True, exist_ok=True)
     (var / MARKER).write_text("made by `pensionstraek demo`; the demo may remake everything here but dagster/\n")
     for part in ("exchange", "register", "state"):
@@ -96,14 +97,14 @@ def _prepare(var: Path) -> None:
 
 def _deliver_and_take_in(var: Path, files: dict[str, bytes], run_job, title: str) -> None:
     print(f"\n{title}: kp sender {len(files)} SF6110-fil(er)")
-    out = var / "exchange" / "kp" / "OUT"
     for name, data in files.items():
-        (out / name).write_bytes(data)
-        (out / f"{name}.trigger").write_bytes(encode_trigger(trigger_for(name, data, "kp", ["udk-pension"])))
+        send_from(var / "exchange" / "kp", name, data, ["udk-pension"])
     _route(var, "  ")
     outcome = run_job("sf6110_intake")
     if not outcome.success:
-        raise SystemExit("pensionstraek: intake failed: " + "; ".join(outcome.problems))
+        from pipelines.runner import summarize_problems
+
+        raise SystemExit("pensionstraek: intake fejlede: " + summarize_problems(outcome.problems))
     _route(var, "  ")
     _print_kvitteringer(var, set(files))
     time.sleep(1.1)  # the next round is received a second later (received time is to the second)

@@ -47,8 +47,10 @@ from contracts.envelope import (
     Trigger,
     decode_trigger,
     encode_metadata,
+    encode_trigger,
     encode_receipt,
     is_valid_envelope_name,
+    trigger_for,
 )
 from pipelines.storage import TEMP_PREFIX, atomic_write
 
@@ -111,6 +113,20 @@ def route(root: Path) -> list[RouteOutcome]:
         for trigger_file in _trigger_files(root / sender / "OUT"):
             outcomes.append(_route_trigger(fs, root, accounts, sender, trigger_file))
     return outcomes
+
+
+def send_from(account: Path, name: str, data: bytes, recipients: list[str]) -> None:
+    """What a partner system does to send a file (exchange.md "Sending"): `OUT/<name>` first, the
+    trigger last, each written under a temporary name and renamed, so the platform never routes a
+    half file. The sender is the account, the folder's name."""
+    account = Path(account).absolute()
+    out = account / "OUT"
+    if not _is_real_dir(out):
+        raise FileNotFoundError(f"{out} findes ikke: giv en konto-mappe med IN/ og OUT/ (fx ./var/exchange/kp)")
+    fs = LocalFileSystem()
+    atomic_write(fs, str(out / name), data)
+    trigger = encode_trigger(trigger_for(name, data, account.name, recipients))
+    atomic_write(fs, str(out / f"{name}{TRIGGER_SUFFIX}"), trigger)
 
 
 def describe(outcome: RouteOutcome) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,7 +151,14 @@ class ExchangeClient:
     def write(self, path: str, data: bytes) -> None:
         """Atomically: a reader sees the old file or the new one, never part of it (operations.md)."""
         real = self._real(self._file(path))
-        self._run(f"write {path}", lambda fs: atomic_write(fs, real, data))
+
+        def write(fs: fsspec.AbstractFileSystem) -> None:
+            # A write cut off with its connection (or its server) could not remove its temporary
+            # file: the retry, or the next run, removes it first, so no orphan stays in OUT/.
+            _remove_temporaries_of(fs, real)
+            atomic_write(fs, real, data)
+
+        self._run(f"write {path}", write)
 
     def rename(self, src: str, dst: str) -> None:
         """Rename, replacing `dst` when it exists (POSIX semantics on both file systems)."""
@@ -219,6 +227,11 @@ class ExchangeClient:
     def _is_transient(self, exc: BaseException) -> bool:
         return False
 
+    def _refusal(self, exc: BaseException, what: str) -> ExchangeError | None:
+        """The server refused `what` for a reason a person must remove: the error to raise in its
+        place, naming what to fix; None to raise `exc` as it is (a local folder: its OSError)."""
+        return None
+
     # --- machinery ------------------------------------------------------------------------------
 
     def _run(
@@ -242,6 +255,10 @@ class ExchangeClient:
                 raise
             except Exception as exc:
                 if not self._is_transient(exc):
+                    refused = self._refusal(exc, what)
+                    if refused is not None:
+                        refused.attempts = attempt
+                        raise refused from exc
                     raise
                 self._drop()
                 if attempt > self.retries:
@@ -282,6 +299,28 @@ class ExchangeClient:
         if account_path(path) in FOLDERS:
             raise ValueError(f"{path!r} is a folder of the exchange account, not a file in it")
         return path
+
+
+def _folder_of(what: str) -> str:
+    """`IN` or `OUT` from an operation's description ("write OUT/x.xml"), else the account root."""
+    for word in what.split():
+        folder = word.split("/")[0]
+        if folder in FOLDERS:
+            return folder
+    return "IN/ and OUT"
+
+
+def _remove_temporaries_of(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Remove the temporary files an interrupted `atomic_write` of `path` left next to it (their
+    names are pipelines.storage.temp_name_for's: the prefix, 32 hex digits, a hint of the name)."""
+    folder, name = posixpath.split(path)
+    hint = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}-" + re.escape(name[:48]))
+    for entry in fs.ls(folder, detail=False):
+        if hint.fullmatch(posixpath.basename(entry.rstrip("/"))):
+            try:
+                fs.rm_file(entry)
+            except FileNotFoundError:
+                pass
 
 
 def _exists(fs: fsspec.AbstractFileSystem, path: str) -> bool:
@@ -412,12 +451,32 @@ class SftpExchangeClient(ExchangeClient):
             )
         return None
 
+    def _refusal(self, exc: BaseException, what: str) -> ExchangeError | None:
+        import asyncssh
+
+        account = self.location.username
+        # After login, PermissionError is the server's "permission denied" on a path (sshfs and
+        # pipelines.storage turn SFTPPermissionDenied into it for some operations, not for all).
+        if isinstance(exc, (asyncssh.SFTPPermissionDenied, PermissionError)):
+            return ExchangeAccessError(
+                f"{self.where}: {what} refused by the server: permission denied for the account "
+                f"{account!r}; the SFTP service must give it read and write access to {_folder_of(what)}/"
+            )
+        if isinstance(exc, (asyncssh.SFTPFailure, asyncssh.SFTPNoSpaceOnFilesystem, asyncssh.SFTPQuotaExceeded)):
+            # OpenSSH answers a full disk or quota with the bare SFTP "Failure" (protocol 3 has no
+            # code for it): say what it usually means, and that the next run tries again.
+            return ExchangeError(
+                f"{self.where}: {what} failed on the server ({type(exc).__name__}: {exc.reason or 'no reason'}); "
+                f"usually the account's disk is full or over quota: free space for {account!r}, the next run tries again"
+            )
+        return None
+
     def _is_transient(self, exc: BaseException) -> bool:
         import asyncssh
         from fsspec.asyn import FSTimeoutError
 
         if self._access_error(exc) is not None:
-            return False
+            return False  # PermissionError included: at login a wrong key, after it a refused path
         if isinstance(exc, asyncssh.SFTPError):
             return isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection))
         if isinstance(exc, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)):
@@ -433,7 +492,7 @@ def _read_key(path: str):
     import asyncssh
 
     try:
-        check_readable_file(SFTP_KEY, path, "private key file of UDK's SFTP account")
+        check_readable_file(SFTP_KEY, path, "den private nøgle til UDK's SFTP-konto")
         return asyncssh.read_private_key(path)
     except ConfigError as exc:
         raise ExchangeAccessError(str(exc)) from exc
@@ -448,7 +507,7 @@ def _read_known_hosts(path: str):
     import asyncssh
 
     try:
-        check_readable_file(SFTP_KNOWN_HOSTS, path, "known_hosts file with the SFTP server's host key")
+        check_readable_file(SFTP_KNOWN_HOSTS, path, "known_hosts-filen med SFTP-serverens værtsnøgle")
         return asyncssh.read_known_hosts(path)
     except ConfigError as exc:
         raise ExchangeAccessError(str(exc)) from exc

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from contracts.envelope import RECEIPT_SUFFIX, EnvelopeError, decode_receipt, encode_trigger, trigger_for
-from pipelines.exchange import ExchangeClient
 from pipelines.state import StateStore, sha256_hex, utc_now
+
+if TYPE_CHECKING:  # only a type here: reading the state store needs no Dagster (pensionstraek explain)
+    from pipelines.exchange import ExchangeClient
 
 
 @dataclass(frozen=True)
@@ -36,7 +39,7 @@ def send(
     folder = f"sent/{name}"
     record = state.sent_record(name)
     if record is not None and record["sha256"] != sha256_hex(data):
-        raise RuntimeError(f"{name} was sent before with other content; a new file needs a new name")
+        raise RuntimeError(f"{name} er sendt før med andet indhold; en ny fil skal have et nyt navn")
     if record is not None and record["status"] != "sending":
         return Sent(name=name, newly_sent=False)
 

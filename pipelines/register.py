@@ -68,8 +68,8 @@ class RegisterResource(dg.ConfigurableResource):
             raise RegisterError(f"the register at {where} cannot be reached: {_reason(exc)}") from exc
         if not exists:
             raise RegisterError(
-                f"no {table} for {periode} in {self.url} ({path} does not exist): "
-                f"check {REGISTER_URL} or ask UDK Pension for the file"
+                f"registeret har ingen {table} for {periode} ({path} findes ikke): "
+                f"tjek {REGISTER_URL} eller bed UDK Pension om filen"
             )
         try:
             with fs.open(path, "rb") as f:

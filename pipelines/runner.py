@@ -4,13 +4,20 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import dagster as dg
 
 from pipelines.config import DEFAULTS
-from pipelines.partitions import periode_partitions
+from pipelines.partitions import sync_periods
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCATION_NAME = "pensionstraek"  # workspace.yaml's code location: what the UI lists runs under
+DEFINITIONS_MODULE = "pipelines.definitions"  # workspace.yaml's python_module
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -36,15 +43,24 @@ class RunOutcome:
     success: bool
     run_id: str
     problems: list[str]
-    result: dg.ExecuteInProcessResult
+    result: dg.ExecutionResult
 
-    def metadata(self, key: str) -> dict:
-        """The metadata values of the run's materialization of asset `key` ("group/name")."""
+    def metadata(self, key: str, partition: str | None = None) -> dict:
+        """The metadata values of the run's materialization of asset `key` ("group/name") for
+        `partition`; without one, of its only materialization, or for a range run the numbers
+        of its periods added up (the command's one summary line)."""
+        found = []
         for event in self.result.get_asset_materialization_events():
             materialization = event.step_materialization_data.materialization
-            if materialization.asset_key == dg.AssetKey(key.split("/")):
-                return {k: v.value for k, v in materialization.metadata.items()}
-        return {}
+            if materialization.asset_key == dg.AssetKey(key.split("/")) and partition in (None, materialization.partition):
+                found.append({k: v.value for k, v in materialization.metadata.items()})
+        if len(found) <= 1:
+            return found[0] if found else {}
+        totals = dict(found[-1])
+        for name, value in totals.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[name] = sum(f.get(name, 0) for f in found)
+        return totals
 
 
 def run_job(
@@ -56,34 +72,92 @@ def run_job(
     definitions: dg.Definitions | None = None,
 ) -> RunOutcome:
     """Run a job of the code location in this process. With periods, a single period runs as a
-    partition; a range runs as one run over the range (the assets' single-run backfill policy)."""
+    partition; a range runs as one run over the range (the assets' single-run backfill policy).
+    The periods are first made those the register holds (a fresh instance knows none)."""
     if definitions is None:
         check_configuration()  # a wrong value stops here, before any run (operations.md "Configuration")
         from pipelines.definitions import defs as definitions
 
     job = definitions.resolve_job_def(job_name)
-    kwargs: dict = {}
+    target = on or instance()
+    tags: dict[str, str] = {}
     if first_periode is not None:
         last = last_periode or first_periode
-        keys = periode_partitions.get_partition_keys()
-        for periode in (first_periode, last):
-            if periode not in keys:
-                raise ValueError(f"{periode} is not a period this pipeline can settle ({keys[0]} … {keys[-1]})")
         if last < first_periode:
-            raise ValueError(f"the range {first_periode}..{last} runs backwards")
+            raise ValueError(f"intervallet {first_periode}..{last} går baglæns: den første periode først")
+        register = definitions.resources["register"]
+        snapshots = register.periods("pensionssager")
+        sync_periods(target, snapshots)
+        for periode in (first_periode, last):
+            if periode not in snapshots:
+                raise ValueError(
+                    f"{periode} er ikke en periode i registeret {register.url} "
+                    f"(pensionssager/{periode}.parquet findes ikke; registeret har "
+                    + (f"{snapshots[0]} … {snapshots[-1]})" if snapshots else "ingen perioder)")
+                )
         if last == first_periode:
-            kwargs["partition_key"] = first_periode
+            tags["dagster/partition"] = first_periode
         else:
-            kwargs["tags"] = {RANGE_START_TAG: first_periode, RANGE_END_TAG: last}
-    result = job.execute_in_process(
-        instance=on or instance(),
-        raise_on_error=False,
+            tags.update({RANGE_START_TAG: first_periode, RANGE_END_TAG: last})
+    result = execute(job, target, tags)
+    return RunOutcome(success=result.success, run_id=result.run_id, problems=run_problems(result), result=result)
+
+
+def execute(job: dg.JobDefinition, on: dg.DagsterInstance, tags: dict[str, str]) -> dg.ExecutionResult:
+    """Create the run as the code location's run of `job` and execute it in this process.
+
+    operations.md "Dagster": runs started from the command line are the same jobs as in the UI and
+    show under them. The UI lists a job's runs (and the overview timeline) by the run's code
+    location origin, so the run carries the origin workspace.yaml gives the webserver
+    (`remote_job_origin`, location `pensionstraek`) and the job's Python origin, like a run the UI
+    launches; it executes here, in this process (the code location's in-process executor: no
+    second process, so the fixed cost of a command stays low)."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import execute_run
+
+    run_config = {
         # The command prints its own summary and a one-line reason on failure; Dagster's event log,
         # tracebacks included, is in the UI (the console logger would print them at ERROR).
-        run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
-        **kwargs,
+        "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
+    }
+    remote_origin, code_origin = job_origins(job.name)
+    run = on.create_run_for_job(
+        job_def=job,
+        run_config=run_config,
+        tags={**job.run_tags, **tags},
+        remote_job_origin=remote_origin,
+        job_code_origin=code_origin,
     )
-    return RunOutcome(success=result.success, run_id=result.run_id, problems=run_problems(result), result=result)
+    return execute_run(InMemoryJob(job), run, on)
+
+
+@cache
+def _location_origin():
+    from dagster._core.workspace.load import location_origin_from_module_name
+
+    # The origin the webserver makes of workspace.yaml's entry (`python_module`, no working
+    # directory or executable given), made directly: parsing the YAML costs a tenth of a second.
+    return location_origin_from_module_name(DEFINITIONS_MODULE, None, None, LOCATION_NAME)
+
+
+def job_origins(job_name: str):
+    """(remote_job_origin, job_code_origin) of `job_name` in the code location `pensionstraek`."""
+    from dagster._core.code_pointer import ModuleCodePointer
+    from dagster._core.definitions.repository_definition import SINGLETON_REPOSITORY_NAME
+    from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
+    from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+
+    location = _location_origin()
+    target = location.loadable_target_origin
+    remote = RemoteJobOrigin(RemoteRepositoryOrigin(location, SINGLETON_REPOSITORY_NAME), job_name)
+    code = JobPythonOrigin(
+        job_name,
+        RepositoryPythonOrigin(
+            executable_path=target.executable_path or sys.executable,
+            code_pointer=ModuleCodePointer(target.module_name, "defs", target.working_directory or str(ROOT)),
+        ),
+    )
+    return remote, code
 
 
 def check_configuration() -> None:
@@ -104,17 +178,80 @@ def check_configuration() -> None:
     check_local_or_url(STATE_URL, resources["state"].url)  # judged without making anything
 
 
-def run_problems(result: dg.ExecuteInProcessResult) -> list[str]:
-    """The failures of a run, each one line: step failures and failed blocking checks."""
-    problems = []
+# "dagster._core.definitions.events.Failure: ", "pipelines.register.RegisterError: ": the class
+# path Dagster puts before a user error's message. The operator reads the message; the class and
+# the stack trace stay in the run's event log for the engineer (operations.md "The command line").
+_PYTHON_CLASS = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*\.)+[A-Z][A-Za-z0-9_]*: ")
+
+
+_BLOCKING_CHECK = re.compile(r"[0-9]+ blocking asset checks? failed")
+
+
+def clean_message(text: str) -> str:
+    """One line of an error for the operator: the first line, without Python class paths."""
+    lines = text.strip().splitlines()
+    line = lines[0] if lines else ""
+    while True:
+        stripped = _PYTHON_CLASS.sub("", line)
+        stripped = re.sub(r"^(?:Failure|DagsterError|[A-Z][A-Za-z]*(?:Error|Exception)): ", "", stripped)
+        if stripped == line:
+            return " ".join(line.split())
+        line = stripped
+
+
+def _step_name(step_key: str) -> str:
+    """`register__pensionssager` -> `register/pensionssager`: the asset's key as the UI shows it."""
+    return step_key.replace("__", "/")
+
+
+def run_problems(result: dg.ExecutionResult) -> list[str]:
+    """The failures of a run, each one line and each said once: step failures (their message
+    without Python class paths) and failed blocking checks."""
+    problems: list[str] = []
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.STEP_FAILURE:
             error = event.step_failure_data.error
             user = error.cause if error is not None and error.cause is not None else error
-            message = (user.message if user is not None else "failed").strip().splitlines()
-            problems.append(f"{event.step_key}: {message[0] if message else 'failed'}")
+            message = clean_message(user.message if user is not None else "") or "fejlede"
+            if _BLOCKING_CHECK.match(message):
+                continue  # Dagster's own line for a failed blocking check: the check's line says it
+            problems.append(f"{_step_name(event.step_key)}: {message}")
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             evaluation = event.event_specific_data
             if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
-                problems.append(f"check {evaluation.check_name} failed")
-    return problems
+                problems.append(f"kontrollen {evaluation.check_name} fejlede")
+    return list(dict.fromkeys(problems))
+
+
+def summarize_problems(problems: list[str], limit: int = 300) -> str:
+    """The problems of a run as one short line: those that differ only in the step name are said
+    once with every step named, and the line stops near `limit` characters with how many more."""
+    by_message: dict[str, list[str]] = {}
+    for problem in problems:
+        step, sep, message = problem.partition(": ")
+        if not sep:
+            step, message = "", problem
+        # Messages that differ only in the step's own name (one per register table) are one.
+        table = step.rsplit("/", 1)[-1]
+        shape = message.replace(table, "{}") if table else message
+        by_message.setdefault(shape, []).append(step)
+    parts = []
+    for shape, steps in by_message.items():
+        tables = [s.rsplit("/", 1)[-1] for s in steps if s]
+        if len(tables) > 1:
+            group = steps[0].rsplit("/", 1)[0]
+            braces = "{" + ",".join(tables) + "}"
+            parts.append(f"{group}/{braces}: {shape.replace('{}', braces)}")
+        elif tables:
+            parts.append(f"{steps[0]}: {shape.replace('{}', tables[0])}")
+        else:
+            parts.append(shape)
+    line = ""
+    for count, part in enumerate(parts):
+        candidate = f"{line}; {part}" if line else part
+        if line and len(candidate) > limit:
+            return f"{line}; og {len(parts) - count} problem(er) mere (se kørslen)"
+        line = candidate
+    if len(line) > limit + 200:
+        line = line[: limit + 200].rstrip() + " …"
+    return line

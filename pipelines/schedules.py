@@ -12,6 +12,7 @@ import dagster as dg
 
 from pipelines.jobs import settlement_job
 from pipelines.calendar import TZ, cutoff, next_periode, periode_of
+from pipelines.partitions import PERIODE
 
 
 def period_due_on(day: dt.date) -> str | None:
@@ -21,10 +22,22 @@ def period_due_on(day: dt.date) -> str | None:
 
 
 def next_due(day: dt.date) -> tuple[str, dt.date]:
+    """The next period to be launched on or after `day`, and its launch day."""
     periode = periode_of(day)
     if cutoff(periode).date() < day:
         periode = next_periode(periode)
     return periode, cutoff(periode).date()
+
+
+def description(today: dt.date) -> str:
+    """What the schedule page shows: the rule, and the next launch (issue 8: the next settlement
+    date must be visible, not only in a skip reason). Read when the code location loads."""
+    periode, day = next_due(today)
+    return (
+        f"Næste afregning: {periode} den {day.isoformat()} kl. 06:00. Settlement, SF6111 and SF2601 "
+        "for P, launched on the morning of P's cut-off day (fristdato + 1, bank calendar); P must "
+        "be a period of the register."
+    )
 
 
 @dg.schedule(
@@ -33,7 +46,7 @@ def next_due(day: dt.date) -> tuple[str, dt.date]:
     cron_schedule="0 6 * * *",
     execution_timezone="Europe/Copenhagen",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Settlement, SF6111 and SF2601 for P, launched on the morning of P's cut-off day.",
+    description=description(dt.datetime.now(TZ).date()),
 )
 def maanedlig_afregning(context: dg.ScheduleEvaluationContext):
     today = context.scheduled_execution_time.astimezone(TZ).date()
@@ -41,4 +54,7 @@ def maanedlig_afregning(context: dg.ScheduleEvaluationContext):
     if periode is None:
         waiting_for, day = next_due(today)
         return dg.SkipReason(f"Ingen frist i dag; {waiting_for} afregnes {day.isoformat()}")
+    if not context.instance.has_dynamic_partition(PERIODE, periode):
+        # operations.md: the periods are those the register holds (kept by `register_perioder`).
+        return dg.SkipReason(f"Fristen for {periode} er i dag, men registeret har endnu ingen pensionssager for {periode}")
     return dg.RunRequest(run_key=f"afregning-{periode}", partition_key=periode)

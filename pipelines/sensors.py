@@ -1,4 +1,6 @@
-"""The sensor on UDK's IN/ (operations.md "Dagster").
+"""The sensors (operations.md "Dagster"): UDK's IN/, and the register's periods (at the end).
+
+The sensor on UDK's IN/:
 
 Every 30 s by default it lists IN/; when complete deliveries or technical receipts wait, it
 launches one intake run for all of them (not one run per file), unless an intake run is already
@@ -15,6 +17,8 @@ import dagster as dg
 
 from assets.sf6110 import intake_job
 from pipelines.exchange import ExchangeAccessError, ExchangeError, ExchangeResource
+from pipelines.partitions import PERIODE, missing_periods, periode_partitions, register_periods
+from pipelines.register import RegisterError, RegisterResource
 
 SENSOR_INTERVAL_SECONDS = int(os.environ.get("PENSIONSTRAEK_SENSOR_INTERVAL", "30"))
 
@@ -77,3 +81,30 @@ def sf6110_indgang(context: dg.SensorEvaluationContext, exchange: ExchangeResour
         run_key=run_key,
         tags={"pensionstraek/filer": str(len(deliveries)), "pensionstraek/kvitteringer": str(len(receipts))},
     )
+
+
+@dg.sensor(
+    name="register_perioder",
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Keeps the periods (partitions `periode`) those the register holds: every month from the "
+        "first pensionssager snapshot to the newest, a new period when UDK Pension delivers it."
+    ),
+)
+def register_perioder(context: dg.SensorEvaluationContext, register: RegisterResource):
+    # operations.md "Dagster": the periods are those of the register; the wall clock plays no part.
+    try:
+        snapshots = register.periods("pensionssager")
+    except RegisterError as exc:
+        raise dg.Failure(description=str(exc)) from None  # an unreadable register is an error, loudly
+    existing = list(context.instance.get_dynamic_partitions(PERIODE))
+    delete, add = missing_periods(existing, register_periods(snapshots))
+    if not add:
+        return dg.SkipReason(
+            f"Registeret har {snapshots[0]} … {snapshots[-1]}; ingen ny periode" if snapshots else "Registeret har ingen perioder endnu"
+        )
+    requests = [periode_partitions.build_add_request(add)]
+    if delete:
+        requests.insert(0, periode_partitions.build_delete_request(delete))
+    return dg.SensorResult(dynamic_partitions_requests=requests)

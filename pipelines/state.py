@@ -10,7 +10,10 @@ Everything the auditors may ask about lives here, written atomically and never d
     ledger/<FileTransferUUID>.parquet                         the registered instructions (LEDGER_SCHEMA)
     sent/<name>/{data,trigger.xml,record.json,receipt.sftpreceipt}   every file sent, with its envelope
     deliveries/<integration>/<periode>/<kommunekode>.json     the versions sent (Loebenummer bookkeeping)
-    periods/<periode>/<table>.parquet                         the settlement's frames per period
+    outgoing/<integration>/<periode>/<name>                   every version of a period's file, as made
+    periods/<periode>/<table>.parquet                         the settlement's frames per period (the last run)
+    archive/afregning/<periode>/<stamp>.parquet               every distinct settlement of P, with netto and
+                                                              walk order (what `pensionstraek explain` reads)
     index/manifest.json, index/<n>.{decisions.json,ledger.parquet}   compacted copies (below)
 
 A decision file is the commit point of intake: the ledger and outcome files of a FileTransferUUID

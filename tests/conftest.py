@@ -27,3 +27,21 @@ def the_checkout_var_is_left_alone() -> Iterator[None]:
     yield
     after = sorted(str(p) for p in var.rglob("*")) if var.exists() else None
     assert after == before, f"the tests changed {var}: {sorted(set(after or []) - set(before or []))[:5]}"
+
+
+@pytest.fixture(scope="session")
+def dagster_ui(tmp_path_factory):
+    """`dagster dev` on a small settled world (tests/browser.py), one per session."""
+    from tests.browser import running_ui
+
+    with running_ui(tmp_path_factory.mktemp("ui")) as ui:
+        yield ui
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Debian Chromium driven by Playwright for the session (tests/browser.py)."""
+    from tests.browser import chromium
+
+    with chromium() as launched:
+        yield launched

@@ -103,6 +103,38 @@ class SftpServer:
             _wait_until(lambda: not any(_alive(pid) for pid in pids), 5, "sshd connections to end")
         return len(pids)
 
+    def known_hosts_via(self, port: int) -> Path:
+        """A known_hosts file with this server's real host key for another port on 127.0.0.1
+        (a proxy in front of it, tests/netfault.py): the key is still verified."""
+        path = self.base / f"known_hosts.{port}"
+        host_public = (self.base / "host_ed25519.pub").read_text(encoding="ascii")
+        path.write_text(_known_hosts_line(port, host_public), encoding="ascii")
+        return path
+
+    def stop_listening(self) -> None:
+        """Stop the server as an outage would: every connection and then the listener, by PID;
+        its files stay, so `start_listening` brings it back on the same port with the same keys."""
+        if self.process.poll() is None:
+            self.drop_connections()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+
+    def start_listening(self) -> None:
+        """Start the stopped server again on its port (same configuration, same host key)."""
+        if self.process.poll() is None:
+            return
+        config = self.base / "sshd_config"
+        with self.log.open("ab") as stderr:
+            self.process = subprocess.Popen(
+                [str(SSHD), "-D", "-e", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+            )
+        if not _wait_for_port(self.port, self.process):
+            raise RuntimeError(f"the test sshd did not start again on port {self.port}:\n{self.log_tail()}")
+
     def clear(self) -> None:
         """Empty every account's IN/ and OUT/ (the session's server is shared between tests)."""
         for folder in self.root.glob("*/*"):

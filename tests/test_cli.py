@@ -242,7 +242,7 @@ WRONG = {
     "settle no such month": (["settle", "2027-13"], {}, "2027-13"),
     "settle before the partitions": (["settle", "2025-06"], {}, "2025-06"),
     "settle after the partitions": (["settle", "2099-01"], {}, "2099-01"),
-    "settle a backwards range": (["settle", "P", "--to", "P-1"], {}, "runs backwards"),
+    "settle a backwards range": (["settle", "P", "--to", "P-1"], {}, "går baglæns"),
 }
 
 
@@ -332,7 +332,81 @@ def test_a_failed_run_ends_in_one_line_and_stays_in_the_instance(setting):
     periode = "2026-01"  # a period of the partitions without a register
     assert not (setting.world.register_dir / "pensionssager" / f"{periode}.parquet").exists()
     line = one_line_failure(setting.run("settle", periode))
-    assert f"settlement of {periode} failed" in line and "PENSIONSTRAEK_REGISTER_URL" in line
-    run_id = re.search(r"\(run ([0-9a-f]{8}) in the Dagster UI\)", line).group(1)
+    assert f"afregning af {periode} fejlede" in line and "PENSIONSTRAEK_REGISTER_URL" in line
+    # Both register tables fail the same way: said once, in Danish, without Python's class paths.
+    assert line.count("PENSIONSTRAEK_REGISTER_URL") == 1, line
+    assert "register/{pensionsberegning,pensionssager}: registeret har ingen" in line
+    assert not re.search(r"dagster\.|_core|Failure|Error|Exception|Traceback", line), line
+    assert len(line) < 400, line
+    run_id = re.search(r"\(kørsel ([0-9a-f]{8}), detaljer i Dagster UI\)", line).group(1)
     (run,) = [r for r in setting.runs() if r.run_id.startswith(run_id)]
     assert run.status == dg.DagsterRunStatus.FAILURE and run.tags["dagster/partition"] == periode
+
+
+# --- help, and feeding a world by hand --------------------------------------------------------------
+
+COMMANDS = [
+    [], ["demo"], ["exchange"], ["exchange", "route"], ["intake"], ["settle"], ["explain"], ["status"],
+    ["generate"], ["generate", "register"], ["generate", "sf6110"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "pensionstraek")
+def test_every_command_says_what_it_does_its_arguments_and_its_environment(command, capsys):
+    from pipelines import cli
+    from pipelines.config import VARIABLES
+
+    with pytest.raises(SystemExit) as done:
+        cli.main([*command, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: pensionstraek {' '.join(command)}".rstrip())
+    assert "tilvalg:" in text and "show this help" not in text
+    description = text.split("\n\n")[1]
+    assert len(description.split()) >= 5, text  # a sentence on what it does
+    if command in (["intake"], ["settle"], []):
+        for name, (default, _) in VARIABLES.items():
+            assert name in text and f"({default})" in text, name
+    if command == ["explain"]:
+        assert all(a in text for a in ("KOMMUNEKODE", "YYYY-MM", "--anmodning", "--cpr", "--json", "PENSIONSTRAEK_STATE_URL"))
+        assert "PENSIONSTRAEK_EXCHANGE_URL" not in text  # explain reads the state store alone
+    if command == ["generate", "sf6110"]:
+        assert "--deliver" in text and "exchange route" in text
+
+
+def test_generate_sf6110_delivers_through_the_emulator_so_intake_takes_it_in(setting, taken_in, tmp_path):
+    kp = setting.world.exchange_root / "kp"
+    result = setting.run(
+        "generate", "sf6110", "--register", str(setting.world.register_dir), "--periode", setting.periode,
+        "--instructions", "6", "--seed", "21", "--deliver", str(kp),
+    )
+    assert result.returncode == 0, result.stderr
+    sent = sorted(p.name for p in (kp / "OUT").glob("SF6110_*.xml"))
+    assert sent and all((kp / "OUT" / f"{name}.trigger").exists() for name in sent)
+    assert f"sendt fra kp til udk-pension" in result.stdout and "exchange route" in result.stdout
+    routed = setting.run("exchange", "route", "--root", str(setting.world.exchange_root))
+    assert routed.returncode == 0 and all(f"kp/OUT/{n} -> udk-pension: delivered" in routed.stdout for n in sent)
+    intake = setting.run("intake")
+    assert intake.returncode == 0, intake.stderr
+    assert f"{len(sent)} fil(er): {len(sent)} modtaget" in intake.stdout and "6 anmodninger registreret" in intake.stdout
+
+
+def test_generate_sf6110_to_an_account_that_is_not_one_fails_in_one_line(setting, tmp_path):
+    line = one_line_failure(
+        setting.run(
+            "generate", "sf6110", "--register", str(setting.world.register_dir), "--periode", setting.periode,
+            "--deliver", str(tmp_path / "nobody"),
+        )
+    )
+    assert "nobody" in line and "OUT" in line
+
+
+@pytest.mark.parametrize("args", [["explain", "0101"], ["bogus"], ["settle"]])
+def test_a_wrong_use_is_one_line_and_exit_2(args, capsys):
+    from pipelines import cli
+
+    with pytest.raises(SystemExit) as done:
+        cli.main(args)
+    assert done.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("pensionstraek: forkert brug af pensionstraek") and "--help)" in line

@@ -76,23 +76,19 @@ def test_the_assets_are_grouped_by_integration():
     assert dict(groups) == GROUPS
 
 
-def test_period_assets_use_monthly_partitions_keyed_yyyy_mm():
+def test_period_assets_are_partitioned_by_the_periods_of_the_register():
+    """operations.md: the periods are those the register holds (dynamic partitions `periode`,
+    kept by the register sensor and the command line; tests/test_periods.py)."""
     specs = {spec.key.to_user_string(): spec for spec in defs.resolve_all_asset_specs()}
     for group in PERIOD_GROUPS:
         for key in GROUPS[group]:
             partitions = specs[key].partitions_def
-            assert isinstance(partitions, dg.MonthlyPartitionsDefinition), key
-            assert partitions == periode_partitions, key
-    keys = periode_partitions.get_partition_keys()
-    assert keys[0] == "2026-01"
-    assert all(re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", k) for k in keys)
-    assert keys == sorted(keys) and len(set(keys)) == len(keys)
-    # Consecutive months, no gaps (a backfill over a range needs every month in between).
-    months = [int(k[:4]) * 12 + int(k[5:]) for k in keys]
-    assert months == list(range(months[0], months[0] + len(months)))
+            assert isinstance(partitions, dg.DynamicPartitionsDefinition), key
+            assert partitions == periode_partitions and partitions.name == "periode", key
     # The intake is not a period asset: files, not months.
     assert specs["sf6110/traekanmodninger"].partitions_def is None
     assert isinstance(specs["sf6110/modtagne_filer"].partitions_def, dg.DynamicPartitionsDefinition)
+    assert specs["sf6110/modtagne_filer"].partitions_def.name != "periode"
 
 
 def test_every_check_on_a_partitioned_asset_is_partitioned_the_same_way():
@@ -114,6 +110,8 @@ def test_the_sensor_watches_in_every_30_seconds_and_launches_intake():
     assert sensor.minimum_interval_seconds == 30
     assert sensor.job_name == "sf6110_intake"
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    periods = defs.resolve_sensor_def("register_perioder")
+    assert periods.minimum_interval_seconds == 30 and periods.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_the_settlement_job_is_partitioned_by_period():
@@ -167,3 +165,17 @@ def test_a_wrong_value_stops_building_the_definitions(monkeypatch):
     monkeypatch.setenv("PENSIONSTRAEK_KEEP_DELIVERIES", "maybe")
     with pytest.raises(ConfigError, match="PENSIONSTRAEK_KEEP_DELIVERIES"):
         build_definitions()
+
+
+def test_the_commands_runs_carry_the_origin_the_webserver_reads_from_workspace_yaml():
+    """The UI lists a job's runs by their code location (pipelines/runner.py makes the origin
+    without parsing workspace.yaml, so it must stay what the webserver reads there)."""
+    from dagster._core.workspace.load import location_origins_from_yaml_paths
+
+    from pipelines.runner import job_origins
+
+    [workspace_origin] = location_origins_from_yaml_paths([str(ROOT / "workspace.yaml")])
+    remote, code = job_origins("maanedlig_afregning")
+    assert remote.repository_origin.code_location_origin == workspace_origin
+    assert remote.repository_origin.get_label() == "__repository__@pensionstraek"
+    assert code.repository_origin.code_pointer.module == "pipelines.definitions"

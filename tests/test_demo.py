@@ -182,7 +182,14 @@ def test_a_var_the_demo_did_not_make_is_refused(tmp_path):
     result = run_demo(tmp_path)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "not made by the demo" in lines[0], result.stderr
+    assert len(lines) == 1 and "ikke lavet af demoen" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert mine.read_text() == "not the demo's"
     assert sorted(p.name for p in (tmp_path / "var").iterdir()) == ["important.txt"]
+
+
+def test_the_demo_prints_a_period_as_a_month_never_as_a_timestamp(demo):
+    _, result = demo
+    first = result.stdout.splitlines()[0]
+    assert re.search(r": periode \d{4}-\d{2}, den første åbne periode \(nu: \d{4}-\d\d-\d\dT\d\d:\d\d[+-]\d\d:\d\d\)$", first), first
+    assert not re.search(r"periode \d{4}-\d{2}-\d{2}", result.stdout)

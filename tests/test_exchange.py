@@ -165,13 +165,13 @@ def key_file(tmp_path: Path) -> Path:
 
 
 def test_unknown_scheme_names_the_url_variable() -> None:
-    with pytest.raises(ExchangeAccessError, match=f"{EXCHANGE_URL}=.*unknown URL scheme 'ftp'"):
+    with pytest.raises(ExchangeAccessError, match=f"{EXCHANGE_URL}=.*ukendte URL-skema 'ftp'"):
         ExchangeResource(url="ftp://udk-pension@host/udk-pension").open()
 
 
 def test_sftp_without_known_hosts_names_the_variable(key_file: Path) -> None:
     resource = ExchangeResource(url="sftp://udk-pension@127.0.0.1:22/udk-pension", sftp_key=str(key_file))
-    with pytest.raises(ExchangeAccessError, match=f"{SFTP_KNOWN_HOSTS} is required for sftp://"):
+    with pytest.raises(ExchangeAccessError, match=f"{SFTP_KNOWN_HOSTS} er påkrævet for sftp://"):
         resource.open()
 
 
@@ -180,7 +180,7 @@ def test_missing_or_unusable_key_names_the_key_variable(tmp_path: Path) -> None:
     host_key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode()
     known_hosts.write_text(f"[127.0.0.1]:22 {host_key}")
     url = "sftp://udk-pension@127.0.0.1:22/udk-pension"
-    with pytest.raises(ExchangeAccessError, match=f"{SFTP_KEY}=.*no such file"):
+    with pytest.raises(ExchangeAccessError, match=f"{SFTP_KEY}=.*filen findes ikke"):
         ExchangeResource(url=url, sftp_key=str(tmp_path / "absent"), known_hosts=str(known_hosts)).open()
     with pytest.raises(ExchangeAccessError, match=f"{SFTP_KEY}=.*not a usable private key"):
         ExchangeResource(url=url, sftp_key=str(known_hosts), known_hosts=str(known_hosts)).open()

@@ -294,6 +294,14 @@ def test_one_run_judges_registers_answers_and_archives_every_delivery(tmp_path, 
     assert (counts["antal_U01"], counts["antal_U03"], counts["antal_U04"], counts["antal_U08"], counts["antal_F03"]) == (1, 2, 1, 1, 1)
     assert counts["ledger_anmodninger"] == 6
 
+    # The dashboard: rejection rates per municipality as a table of numbers, not markdown.
+    [rates] = check_evaluations(outcome, "afvisningsrate_pr_kommune")
+    table = rates.metadata["pr_kommune"]
+    assert isinstance(table, dg.TableMetadataValue)
+    assert [c.name for c in table.schema.columns] == ["kommunekode", "navn", "modtaget", "afvist", "andel_afvist"]
+    row_0101 = next(r.data for r in table.records if r.data["kommunekode"] == "0101")
+    assert (row_0101["modtaget"], row_0101["afvist"], row_0101["andel_afvist"]) == (3, 3, 0.5)  # both files of 0101
+
     # 7. No CPR in full in any event of the run, nor in any log line of this process.
     events = event_texts(w)
     assert any("SF6110_0147_20261001090500.xml" in e for e in events)  # the partitions' metadata is in there

@@ -320,7 +320,7 @@ def test_missing_period_gives_a_clear_error(tmp_path):
     with pytest.raises(RegisterError) as error:
         RegisterResource(url=str(tmp_path)).read("pensionssager", PERIODE)
     message = str(error.value)
-    assert message.startswith(f"no pensionssager for {PERIODE} in {tmp_path}")
+    assert message.startswith(f"registeret har ingen pensionssager for {PERIODE} ({tmp_path}")
     assert REGISTER_URL in message and "pensionssager/2027-02.parquet" in message
 
 
@@ -388,15 +388,17 @@ def test_from_env(monkeypatch, tmp_path):
 
 # --- Dagster --------------------------------------------------------------------------------
 
-PARTITION = "2026-06"  # a partition of periode_partitions whatever day the tests run
+PARTITION = "2026-06"  # a period of the register (the periods are dynamic partitions of the instance)
 
 
 def materialize(url: Path | str) -> dg.ExecuteInProcessResult:
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("periode", [PARTITION])
     return dg.materialize(
         [pensionssager, pensionsberegning, pensionssager_kontrakt, pensionsberegning_kontrakt],
         resources={"register": RegisterResource(url=str(url))},
         partition_key=PARTITION,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance,
         raise_on_error=False,
     )
 
@@ -488,8 +490,8 @@ def test_missing_period_fails_the_run_with_a_clear_message(tmp_path):
     generate_register(tmp_path, ["2026-05"], persons=50, seed=1)
     result = materialize(tmp_path)
     assert not result.success
-    assert any(f"no pensionssager for {PARTITION} in {tmp_path}" in m for m in step_failures(result))
-    assert any(f"no pensionsberegning for {PARTITION}" in m for m in step_failures(result))
+    assert any(f"registeret har ingen pensionssager for {PARTITION} ({tmp_path}" in m for m in step_failures(result))
+    assert any(f"registeret har ingen pensionsberegning for {PARTITION}" in m for m in step_failures(result))
 
 
 def test_register_defs():

@@ -15,12 +15,26 @@ import pytest
 
 from pipelines.calendar import TZ, fristdato, periode_of
 from pipelines.jobs import settlement_job
-from pipelines.schedules import maanedlig_afregning
+from pipelines.partitions import PERIODE, months_between, sync_periods
+from pipelines.schedules import description, maanedlig_afregning
 from tests.world import World
 
+_instances: dict[str, dg.DagsterInstance] = {}
 
-def tick(when: dt.datetime) -> dg.RunRequest | dg.SkipReason:
-    return maanedlig_afregning(dg.build_schedule_context(scheduled_execution_time=when))
+
+@pytest.fixture(scope="module", autouse=True)
+def register_instance():
+    """An instance whose register holds every period the ticks below reach (operations.md: the
+    periods are the register's; the schedule launches only those)."""
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(PERIODE, months_between("2025-12", "2028-02"))
+        _instances["register"] = instance
+        yield instance
+
+
+def tick(when: dt.datetime, instance: dg.DagsterInstance | None = None) -> dg.RunRequest | dg.SkipReason:
+    context = dg.build_schedule_context(instance=instance or _instances["register"], scheduled_execution_time=when)
+    return maanedlig_afregning(context)
 
 
 def morning(day: dt.date) -> dt.datetime:
@@ -115,7 +129,8 @@ def test_a_real_tick_in_the_code_location_targets_an_existing_partition_of_the_j
     """Evaluated as the daemon does (with the repository), the request names a partition that the
     job can run, and a second evaluation of the same day gives the same run key (no second run)."""
     with tempfile.TemporaryDirectory() as root:
-        world = World(Path(root), dg.DagsterInstance.ephemeral())
+        world = World(Path(root), dg.DagsterInstance.local_temp(tempdir=root))
+        sync_periods(world.instance, ["2026-10", "2026-11"])  # what the register sensor does
         repository = world.defs.get_repository_def()
         launch = morning(dt.date(2026, 11, 17))  # fristdato 2026-11 is 2026-11-16
         context = dg.build_schedule_context(
@@ -125,9 +140,24 @@ def test_a_real_tick_in_the_code_location_targets_an_existing_partition_of_the_j
         [request] = data.run_requests
         assert request.partition_key == "2026-11"
         assert request.tags["dagster/partition"] == "2026-11"
-        assert "2026-11" in settlement_job.partitions_def.get_partition_keys(
-            current_time=launch.astimezone(dt.UTC)
-        )
+        assert "2026-11" in settlement_job.partitions_def.get_partition_keys(dynamic_partitions_store=world.instance)
         again = maanedlig_afregning.evaluate_tick(context)
         assert [r.run_key for r in again.run_requests] == [request.run_key]
         world.instance.dispose()
+
+
+def test_a_cutoff_day_whose_period_the_register_lacks_is_skipped_naming_the_period() -> None:
+    with dg.instance_for_test() as instance:
+        sync_periods(instance, ["2026-09", "2026-10"])
+        result = tick(morning(dt.date(2026, 11, 17)), instance)  # 2026-11's launch day, no snapshot yet
+        assert isinstance(result, dg.SkipReason)
+        assert result.skip_message == (
+            "Fristen for 2026-11 er i dag, men registeret har endnu ingen pensionssager for 2026-11"
+        )
+        assert isinstance(tick(morning(dt.date(2026, 10, 17)), instance), dg.RunRequest)  # a period
+
+
+def test_the_schedule_page_names_the_next_settlement_date() -> None:
+    assert description(dt.date(2026, 12, 1)).startswith("Næste afregning: 2026-12 den 2026-12-15 kl. 06:00.")
+    assert description(dt.date(2026, 12, 16)).startswith("Næste afregning: 2027-01 den 2027-01-16")
+    assert maanedlig_afregning.description.startswith("Næste afregning: ")

@@ -258,12 +258,21 @@ def settlement_sent(w: World) -> list[str]:
     return [r["name"] for r in w.store().sent_records() if r["kind"] in ("SF6111", "SF2601")]
 
 
-def materialization(outcome: RunOutcome, key: str) -> dict:
+def materialization(outcome: RunOutcome, key: str, periode: str | None = None) -> dict:
     for event in outcome.result.get_asset_materialization_events():
         materialized = event.step_materialization_data.materialization
-        if materialized.asset_key == dg.AssetKey(key.split("/")):
+        if materialized.asset_key == dg.AssetKey(key.split("/")) and periode in (None, materialized.partition):
             return dict(materialized.metadata)
-    raise AssertionError(f"{key} was not materialized in run {outcome.run_id}")
+    raise AssertionError(f"{key} was not materialized for {periode} in run {outcome.run_id}")
+
+
+def period_checks(outcome: RunOutcome, periode: str) -> dict[str, tuple]:
+    """The check results the run recorded on `periode`: passed and metadata per check."""
+    return {
+        e.check_name: (e.passed, {k: v.value for k, v in e.metadata.items() if k not in ("detaljer",)})
+        for e in outcome.result.get_asset_check_evaluations()
+        if e.partition == periode
+    }
 
 
 def check_evaluations(outcome: RunOutcome) -> dict[str, dg.AssetCheckEvaluation]:
@@ -412,7 +421,8 @@ def test_each_materialization_carries_numbers_the_ui_can_plot(month: Month) -> N
     assert {k: afregning[k].value for k in expected} == expected
     for name in expected:
         assert isinstance(afregning[name], dg.IntMetadataValue), name
-    assert afregning["afregnet_kr"].value == "8800.00"
+    # Kroner to plot (the UI's API has no number for an int over 2^31); øre stay exact as int.
+    assert isinstance(afregning["afregnet_kr"], dg.FloatMetadataValue) and afregning["afregnet_kr"].value == 8800.0
     assert materialization(month.outcome, "settlement/aktive_anmodninger")["aktive_anmodninger"].value == 8
     assert materialization(month.outcome, "sf6111/specifikationslister")["filer"].value == 2
     assert materialization(month.outcome, "sf6111/afsendelse")["filer_sendt"].value == 2
@@ -576,10 +586,15 @@ def test_a_register_without_the_period_stops_settlement_naming_the_table(tmp_pat
     take_in_month(w)
     (w.register_dir / table / f"{P}.parquet").unlink()
 
-    outcome = w.settle(P)
-
-    assert not outcome.success
-    assert any(table in p and P in p for p in outcome.problems), outcome.problems
+    if table == "pensionssager":
+        # Without its snapshot P is no period of the register: refused before any run is made.
+        with pytest.raises(ValueError, match=f"{P} er ikke en periode i registeret .*pensionssager/{P}.parquet"):
+            w.settle(P)
+        assert w.instance.get_runs(filters=dg.RunsFilter(job_name=JOB)) == []
+    else:
+        outcome = w.settle(P)
+        assert not outcome.success
+        assert any(table in p and P in p for p in outcome.problems), outcome.problems
     assert out_names(w) == [] and settlement_sent(w) == []
 
 
@@ -593,7 +608,7 @@ def test_a_register_that_breaks_its_contract_stops_the_period_and_nothing_is_sen
     outcome = w.settle(P)
 
     assert not outcome.success
-    assert "check pensionsberegning_kontrakt failed" in outcome.problems
+    assert outcome.problems == ["kontrollen pensionsberegning_kontrakt fejlede"]
     check = check_evaluations(outcome)["pensionsberegning_kontrakt"]
     assert check.metadata["failure_count"].value == 1
     assert out_names(w) == []
@@ -661,11 +676,13 @@ def test_a_backfill_over_three_periods_is_one_run_and_equals_the_on_time_runs(tm
     on_time = new_world(tmp_path / "on_time")
     backfill_register(on_time.register_dir)
     rounds = backfill_rounds(on_time.register_dir)
+    on_time_outcomes = {}
     for periode, (received, files) in zip(BACKFILL, rounds):
         deliver_round(on_time, received, files)
         assert on_time.intake().success
         outcome = on_time.settle(periode)
         assert outcome.success, outcome.problems
+        on_time_outcomes[periode] = outcome
         on_time.route()
 
     late = new_world(tmp_path / "backfill")
@@ -686,8 +703,19 @@ def test_a_backfill_over_three_periods_is_one_run_and_equals_the_on_time_runs(tm
     assert {n.split("_")[2] for n in expected} == {p.replace("-", "") for p in BACKFILL}
     assert any(n.startswith("SF2601_") for n in expected)
     assert sent_files(late) == expected  # the same names, byte for byte
-    afregning = materialization(outcome, "settlement/afregning")
-    assert set(afregning["anmodninger_pr_periode"].value) == set(BACKFILL)
+    # Each period's own figures on its own materialization, equal to its on-time run's.
+    for periode, on_time_outcome in on_time_outcomes.items():
+        for key in ("settlement/afregning", "sf6111/specifikationslister", "sf2601/udbetalinger", "register/pensionssager"):
+            on_time_figures = materialization(on_time_outcome, key)
+            backfill_figures = materialization(outcome, key, periode)
+            assert backfill_figures.keys() == on_time_figures.keys(), (periode, key)
+            for name, value in on_time_figures.items():
+                if name not in ("nye_versioner", "uaendrede_filer", "path"):
+                    assert backfill_figures[name] == value, (periode, key, name)
+        # and its own check results, the same as the on-time run's
+        assert BLOCKING <= set(period_checks(outcome, periode)), periode
+        assert period_checks(outcome, periode) == period_checks(on_time_outcome, periode), periode
+    assert len({materialization(outcome, "settlement/afregning", p)["anmodninger"].value for p in BACKFILL}) > 1
 
 
 # --- `pensionstraek settle` -----------------------------------------------------------------------
@@ -706,9 +734,15 @@ def test_pensionstraek_settle_runs_one_period_or_one_run_over_a_range(tmp_path: 
     assert "8 aktive anmodninger, 5 afregnet (8800.00 kr), 3 afvist; SF6111 sendt: 2, SF2601 sendt: 1" in line
 
     assert cli.main(["settle", P, "--to", "2026-11"]) == 0
-    line = capsys.readouterr().out.strip()
-    # P again sends nothing; 2026-11 has E's AENDR to MAD 2500 and KBH-A1 has ended (TilPeriode P).
-    assert line.startswith(f"afregning {P}..2026-11 (run ")
+    lines = capsys.readouterr().out.rstrip().splitlines()
+    # One line per period with its own figures, then the run's total. P again sends nothing;
+    # 2026-11 has E's AENDR to MAD 2500 and KBH-A1 has ended (TilPeriode P).
+    assert [line.split(":")[0] for line in lines[:2]] == [f"  {P}", "  2026-11"]
+    assert lines[0].startswith(f"  {P}: 8 aktive anmodninger, 5 afregnet (8800.00 kr), 3 afvist")
+    assert lines[1].startswith("  2026-11: 7 aktive anmodninger")
+    line = lines[-1]
+    assert len(lines) == 3 and line.startswith(f"afregning {P}..2026-11 (run ")
+    assert " i alt: 15 aktive anmodninger" in line
     assert "SF6111 sendt: 2, SF2601 sendt: 1" in line
     assert sorted(n for n in out_names(w) if not n.endswith(".trigger")) == [
         "SF2601_0751_202610_001.xml", "SF2601_0751_202611_001.xml",
@@ -722,10 +756,23 @@ def test_pensionstraek_settle_runs_one_period_or_one_run_over_a_range(tmp_path: 
     assert runs[0].tags[RANGE_START_TAG] == P and runs[0].tags[RANGE_END_TAG] == "2026-11"
     assert runs[1].tags["dagster/partition"] == P
 
+    # The periods are the register's (2026-09 … 2026-11 here), whatever today's date.
+    assert instance.get_dynamic_partitions("periode") == [PREV, P, "2026-11"]
     assert cli.main(["settle", "2025-01"]) == 1
-    assert "2025-01 is not a period this pipeline can settle" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "2025-01 er ikke en periode i registeret" in err and str(w.register_dir) in err
     assert cli.main(["settle", "2026-11", "--to", P]) == 1
-    assert "runs backwards" in capsys.readouterr().err
+    assert "går baglæns" in capsys.readouterr().err
+    # The command's runs are the code location's runs of the job (the UI lists them under it).
+    for run in runs:
+        assert run.remote_job_origin.location_name == "pensionstraek"
+        assert run.remote_job_origin.job_name == JOB
+        assert run.job_code_origin.job_name == JOB
+    # What the UI filters a job's runs (and the timeline) on: the repository label of the location.
+    located = instance.get_runs(
+        filters=dg.RunsFilter(job_name=JOB, tags={".dagster/repository": "__repository__@pensionstraek"})
+    )
+    assert [r.run_id for r in located] == [r.run_id for r in runs]
     instance.dispose()
 
 
@@ -782,7 +829,7 @@ def test_a_send_that_failed_half_way_does_not_block_the_next_correction(tmp_path
     failed = w.settle(P)
 
     assert not failed.success
-    assert any(p.startswith("sf6111__afsendelse") for p in failed.problems), failed.problems
+    assert any(p.startswith("sf6111/afsendelse: ") for p in failed.problems), failed.problems
     blocked.rmdir()
     # Corrected again before the next run: netto 2000, so PLEJ 3000 and TILB 2500 fail, MAD 1500 fits.
     write_register(w.register_dir, P, month_sager(P), month_beregning(P, b_netto=200_000))
