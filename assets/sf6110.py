@@ -5,6 +5,7 @@ The rules live in assets/sf6110_rules.py; the process (archive, decide, answer, 
 pipelines/intake.py. This module only shows the outcome."""
 
 
+import contextlib
 import datetime as dt
 from collections import Counter
 
@@ -18,7 +19,7 @@ from pipelines.intake import (
     REPEATED,
     UNDECIDED,
     FileReport,
-    instruction_contract,
+    instruction_contracts,
     quarantined,
     run_intake,
     undecided,
@@ -99,6 +100,11 @@ def traekanmodninger(
             max_bytes=state.max_sf6110_bytes,
             orphan_after_seconds=state.orphan_data_seconds,
         )
+    # Fold the new decisions into the compacted index, so that later runs read a few segments
+    # instead of every file ever received (pipelines/state.py). Only an optimization: when
+    # another run is compacting, this one leaves it.
+    with contextlib.suppress(RuntimeError), store.lock("index"):
+        store.compact()
 
     keys = [file_partition_key(f) for f in report.files]
     if keys:
@@ -275,14 +281,8 @@ def anmodninger_overholder_formatet(
     else:
         run_id = max(decisions, key=lambda d: d["decided_at"], default={}).get("run_id")
     judged = [d for d in decisions if d.get("run_id") == run_id]
-    by_element: Counter = Counter()
-    examples: list[str] = []
-    instructions = 0
-    for decision in judged:
-        result = instruction_contract(store, decision)
-        instructions += result.instructions
-        by_element.update(result.failures_by_element)
-        examples += result.examples
+    result = instruction_contracts(store, judged)  # one validation for the run's files
+    by_element, examples, instructions = Counter(result.failures_by_element), result.examples, result.instructions
     failing = sum(by_element.values())
     return dg.AssetCheckResult(
         passed=failing == 0,

@@ -62,7 +62,8 @@ def make_version(
 ) -> Version:
     """The file of (integration, periode, kommunekode) for the current content: the last version
     when its content is unchanged, otherwise a new one with the next Loebenummer."""
-    content = sha256_hex(encode(1))  # the content, compared as if it were the first delivery
+    first = encode(1)
+    content = sha256_hex(first)  # the content, compared as if it were the first delivery
     history = versions(state, integration, periode, kommunekode)
     if history and history[-1]["content_sha256"] == content:
         last = history[-1]
@@ -77,7 +78,8 @@ def make_version(
             return Version(integration, periode, kommunekode, last["loebenummer"], last["name"], changed=False)
     loebenummer = (history[-1]["loebenummer"] + 1) if history else 1
     name = filnavn(loebenummer)
-    state.write(f"outgoing/{integration}/{periode}/{name}", encode(loebenummer))
+    # Loebenummer 1, the usual case, is the file already encoded: no second encoding.
+    state.write(f"outgoing/{integration}/{periode}/{name}", first if loebenummer == 1 else encode(loebenummer))
     history.append(
         {"loebenummer": loebenummer, "name": name, "content_sha256": content, "made_at": utc_now().isoformat()}
     )

@@ -42,15 +42,20 @@ def generate_request_files(
     kommuner: Sequence[str] | None = None,
     dannet: dt.datetime | None = None,
     invalid_share: float = 0.0,
+    til_periode: str | None = None,
 ) -> dict[str, bytes]:
     """File name -> SF6110 bytes, one file per municipality that got at least one instruction.
 
     Citizens are drawn from the AKTIV, living cases (of `kommuner` when given), the file's
     Kommunekode being their bopaelskommune. `dannet` (default: now) is the DannetTidspunkt and
-    names the files `SF6110_<kommunekode>_<YYYYMMDDhhmmss>.xml` in Danish time."""
+    names the files `SF6110_<kommunekode>_<YYYYMMDDhhmmss>.xml` in Danish time. `til_periode`
+    (default: a random end for some) ends every request in that period: the benchmark's monthly
+    cycles keep a steady number of active requests while the history grows."""
     if instructions < 0:
         raise ValueError(f"instructions must be 0 or more, got {instructions}")
     parse_periode(fra_periode)
+    if til_periode is not None and parse_periode(til_periode) < parse_periode(fra_periode):
+        raise ValueError(f"til_periode {til_periode} is before fra_periode {fra_periode}")
     if not 0.0 <= invalid_share <= 1.0:
         raise ValueError(f"invalid_share must lie between 0 and 1, got {invalid_share}")
     dannet = (dannet or dt.datetime.now(TZ)).replace(microsecond=0)
@@ -75,6 +80,8 @@ def generate_request_files(
         .with_row_index("row")
     )
     requests = _with_instruction_columns(requests, fra_periode, seed, invalid_share)
+    if til_periode is not None:
+        requests = requests.with_columns(til_periode=pl.lit(til_periode))
     stamp = dannet.astimezone(TZ)
     files = {}
     for (kommunekode,), frame in requests.partition_by("kommunekode", as_dict=True, maintain_order=True).items():

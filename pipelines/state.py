@@ -14,9 +14,17 @@ Everything the auditors may ask about lives here, written atomically and never d
     periods/<periode>/<table>.parquet                         the settlement's frames per period (the last run)
     archive/afregning/<periode>/<stamp>.parquet               every distinct settlement of P, with netto and
                                                               walk order (what `pensionstraek explain` reads)
+    index/manifest.json, index/<n>.{decisions.json,ledger.parquet}   compacted copies (below)
 
 A decision file is the commit point of intake: the ledger and outcome files of a FileTransferUUID
-count only once its decision exists, so a run that dies half-way is simply done again."""
+count only once its decision exists, so a run that dies half-way is simply done again.
+
+A committed decision and its ledger file never change, so years of them are read from a few
+compacted segments (`index/`) instead of one file per delivery ever received (issue 11: a run's
+cost must not grow with the history). The originals stay where they are for the auditors; the
+index is derived data, rebuilt from them if it is removed. A segment counts only once the
+manifest names it (written last), so a run that dies while compacting leaves the store as it
+was."""
 
 from __future__ import annotations
 
@@ -44,6 +52,12 @@ from pipelines.storage import FILE_MODE, TEMP_PREFIX, atomic_write, makedirs
 # A temporary file untouched this long belongs to a write that died (a live write touches it all
 # the time and renames it at once): see docs/decisions.md "Orphaned temporary files".
 TEMP_GRACE_SECONDS = 300
+
+# Compaction: at most this many committed decisions are read one file each before a run folds
+# them into a new segment, and at most this many segments are kept before they are merged into
+# one, so a run reads at most about 2 × these many files whatever the history.
+LOOSE_LIMIT = 64
+SEGMENT_LIMIT = 8
 
 
 class StateStore:
@@ -124,11 +138,9 @@ class StateStore:
 
     def decisions(self) -> list[dict]:
         """Every committed intake decision, oldest received first."""
-        records = [
-            self.read_json(f"intake/{name}")
-            for name in self.listdir("intake")
-            if name.endswith(".json")
-        ]
+        index = self._index()
+        records = [record for segment in index["segments"] for record in self._segment_decisions(segment)]
+        records += [self.read_json(f"intake/{uuid}.json") for uuid in self._loose(index)]
         return sorted(records, key=lambda r: (r["modtaget"], r["filnavn"].encode()))
 
     def commit_decision(
@@ -142,18 +154,74 @@ class StateStore:
         self.write_json(self.decision_path(uuid), decision)
 
     def ledger(self) -> pl.DataFrame:
-        """Every registered instruction of every committed file (settlement.md's input)."""
-        committed = {
-            name.removesuffix(".json") for name in self.listdir("intake") if name.endswith(".json")
-        }
-        frames = [
-            self.read_frame(f"ledger/{name}")
-            for name in self.listdir("ledger")
-            if name.removesuffix(".parquet") in committed
+        """Every registered instruction of every committed file (settlement.md's input), in no
+        particular order (the rules sort)."""
+        index = self._index()
+        frames = [self.read_frame(f"index/{segment['name']}.ledger.parquet") for segment in index["segments"]]
+        have = set(self.listdir("ledger"))
+        frames += [
+            self.read_frame(f"ledger/{uuid}.parquet") for uuid in self._loose(index) if f"{uuid}.parquet" in have
         ]
         if not frames:
             return empty_ledger()
         return pl.concat(frames, how="vertical").cast(LEDGER_SCHEMA)
+
+    # --- the compacted index of decisions and ledger (see the module docstring) ----------------
+
+    def _index(self) -> dict:
+        path = "index/manifest.json"
+        return self.read_json(path) if self.exists(path) else {"segments": []}
+
+    def _committed(self) -> list[str]:
+        return [name.removesuffix(".json") for name in self.listdir("intake") if name.endswith(".json")]
+
+    def _loose(self, index: dict) -> list[str]:
+        """The committed decisions no segment of `index` holds."""
+        indexed = {uuid for segment in index["segments"] for uuid in segment["uuids"]}
+        return [uuid for uuid in self._committed() if uuid not in indexed]
+
+    def _segment_decisions(self, segment: dict) -> list[dict]:
+        return json.loads(self.read(f"index/{segment['name']}.decisions.json"))
+
+    def compact(self, loose_limit: int = LOOSE_LIMIT, segment_limit: int = SEGMENT_LIMIT) -> bool:
+        """Fold the committed decisions that are still read one file each into a new segment once
+        there are `loose_limit` or more, and merge the segments into one once there are more than
+        `segment_limit`. Returns whether anything changed; the caller holds the `index` lock. The segment files are written before the manifest that names them."""
+        index = self._index()
+        loose = self._loose(index)
+        if len(loose) < loose_limit and len(index["segments"]) <= segment_limit:
+            return False
+        segments = list(index["segments"])
+        if len(loose) >= loose_limit:
+            have = set(self.listdir("ledger"))
+            ledger = [self.read_frame(f"ledger/{uuid}.parquet") for uuid in loose if f"{uuid}.parquet" in have]
+            decisions = [self.read_json(f"intake/{uuid}.json") for uuid in loose]
+            segments.append(self._write_segment(index, loose, decisions, ledger))
+        superseded = []
+        if len(segments) > segment_limit:
+            merged = self._write_segment(
+                {"segments": segments},
+                [uuid for segment in segments for uuid in segment["uuids"]],
+                [record for segment in segments for record in self._segment_decisions(segment)],
+                [self.read_frame(f"index/{segment['name']}.ledger.parquet") for segment in segments],
+            )
+            superseded, segments = [segment["name"] for segment in segments], [merged]
+        self.write_json("index/manifest.json", {"segments": segments, "superseded": superseded})
+        # A reader may still hold the manifest before this one, so segments are removed only one
+        # merge later (derived copies: the originals stay in intake/ and ledger/).
+        for name in index.get("superseded", []):
+            for suffix in (".decisions.json", ".ledger.parquet"):
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm(self.path(f"index/{name}{suffix}"))
+        return True
+
+    def _write_segment(self, index: dict, uuids: list[str], decisions: list[dict], ledger: list[pl.DataFrame]) -> dict:
+        number = 1 + max((int(segment["name"]) for segment in index["segments"]), default=0)
+        name = f"{number:06d}"
+        frame = pl.concat(ledger, how="vertical").cast(LEDGER_SCHEMA) if ledger else empty_ledger()
+        self.write_frame(f"index/{name}.ledger.parquet", frame.select(LEDGER_SCHEMA.names()))
+        self.write(f"index/{name}.decisions.json", json.dumps(decisions, ensure_ascii=False, sort_keys=True).encode())
+        return {"name": name, "uuids": sorted(uuids)}
 
     def outcomes(self, file_transfer_uuid: str) -> pl.DataFrame:
         return self.read_frame(f"intake/{file_transfer_uuid}.outcomes.parquet")
