@@ -75,6 +75,16 @@ MAX_TRIGGER_BYTES = 1024 * 1024  # a trigger is a few hundred bytes; never read 
 _UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
+def _account_owner(path) -> tuple[int, int] | None:
+    """The owner of the account folder `path` lies in (`<root>/<account>/IN|OUT/<name>`), when
+    the emulator runs as root and that is another user: a file in an account is the account's,
+    readable by its user only (files stay 0600, pipelines/storage.py)."""
+    if os.geteuid() != 0:
+        return None
+    account = Path(path).parent.parent.stat()
+    return None if account.st_uid == 0 else (account.st_uid, account.st_gid)
+
+
 @dataclass(frozen=True)
 class RouteOutcome:
     """What happened to one trigger. `error_code` and `error` None: delivered. `error_code` None
@@ -124,9 +134,9 @@ def send_from(account: Path, name: str, data: bytes, recipients: list[str]) -> N
     if not _is_real_dir(out):
         raise FileNotFoundError(f"{out} findes ikke: giv en konto-mappe med IN/ og OUT/ (fx ./var/exchange/kp)")
     fs = LocalFileSystem()
-    atomic_write(fs, str(out / name), data)
+    atomic_write(fs, str(out / name), data, owner=_account_owner(out / name))
     trigger = encode_trigger(trigger_for(name, data, account.name, recipients))
-    atomic_write(fs, str(out / f"{name}{TRIGGER_SUFFIX}"), trigger)
+    atomic_write(fs, str(out / f"{name}{TRIGGER_SUFFIX}"), trigger, owner=_account_owner(out / f"{name}{TRIGGER_SUFFIX}"))
 
 
 def describe(outcome: RouteOutcome) -> str:
@@ -287,7 +297,7 @@ def _route_trigger(
         except EnvelopeError:  # e.g. a SendersFileId that no receipt can carry
             answer = encode_receipt(TechnicalReceipt(file_transfer_uuid, None, (error,)))
         try:
-            atomic_write(fs, str(sender_in / _receipt_name(name)), answer)
+            atomic_write(fs, str(sender_in / _receipt_name(name)), answer, owner=_account_owner(sender_in / _receipt_name(name)))
             (out / trigger_file).unlink(missing_ok=True)
         except OSError as exc:
             return _io_failure(sender, name, exc)
@@ -302,9 +312,9 @@ def _route_trigger(
         for recipient in recipients:
             recipient_in = root / recipient / "IN"
             for path, content in ((recipient_in / name, data), (recipient_in / (name + METADATA_SUFFIX), metadata)):
-                atomic_write(fs, str(path), content)
+                atomic_write(fs, str(path), content, owner=_account_owner(path))
                 delivered.append(path)
-        atomic_write(fs, str(sender_in / (name + RECEIPT_SUFFIX)), receipt)
+        atomic_write(fs, str(sender_in / (name + RECEIPT_SUFFIX)), receipt, owner=_account_owner(sender_in / (name + RECEIPT_SUFFIX)))
     except OSError as exc:
         for path in reversed(delivered):  # take back a half delivery so that a retry is not a conflict
             try:

@@ -49,12 +49,20 @@ def temp_name_for(path: str) -> str:
     return posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name[:48]}")[:4096]
 
 
-def atomic_write(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write `data` to `path` through a temporary name and a rename that replaces any old file."""
+def atomic_write(
+    fs: fsspec.AbstractFileSystem, path: str, data: bytes, *, owner: tuple[int, int] | None = None
+) -> None:
+    """Write `data` to `path` through a temporary name and a rename that replaces any old file.
+
+    Local files are 0600. `owner` (uid, gid) gives a local file to another user before it
+    appears: the platform emulator hands a file to the account it lands in, as an SFTP server
+    does, so that the account's own user can read it and nobody else can."""
     temp = temp_name_for(path)
     try:
         if isinstance(fs, LocalFileSystem):
             _write_local(temp, data)
+            if owner is not None:
+                os.chown(temp, *owner)
         else:
             with fs.open(temp, "wb") as f:
                 f.write(data)
