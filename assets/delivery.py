@@ -17,7 +17,9 @@ from pipelines.state import StateStore, utc_now
 # exchange.md: a receipt missing after a configurable time is visible to the operator.
 RECEIPT_TIMEOUT = dt.timedelta(minutes=int(os.environ.get("PENSIONSTRAEK_RECEIPT_TIMEOUT_MINUTES", "60")))
 
-FileSpec = tuple[str, Callable[[int], bytes], Callable[[int], str]]  # kommunekode, encode(n), filnavn(n)
+# kommunekode, encode(n), filnavn(n), and the figures the file's header carries (what the checks
+# compare with the period's frames; see made_files)
+FileSpec = tuple[str, Callable[[int], bytes], Callable[[int], str], dict[str, int]]
 
 
 def _chosen_path(integration: str, periode: str) -> str:
@@ -34,11 +36,16 @@ def make_period_files(
     """Make each period's files; returns each period's figures (for its own materialization)."""
     metadata = {}
     for periode in periods:
-        chosen = [
-            make_version(store, integration=integration, periode=periode, kommunekode=kk, encode=encode, filnavn=filnavn)
-            for kk, encode, filnavn in files_of(periode)
-        ]
-        store.write_json(_chosen_path(integration, periode), {"filer": [v.name for v in chosen]})
+        chosen, figures = [], {}
+        for kk, encode, filnavn, header in files_of(periode):
+            version = make_version(
+                store, integration=integration, periode=periode, kommunekode=kk, encode=encode, filnavn=filnavn
+            )
+            chosen.append(version)
+            figures[version.name] = {**header, "sha256": version.sha256}
+        store.write_json(
+            _chosen_path(integration, periode), {"filer": [v.name for v in chosen], "tal": figures}
+        )
         changed = sum(v.changed for v in chosen)
         metadata[periode] = {
             "filer": dg.MetadataValue.int(len(chosen)),
@@ -60,6 +67,15 @@ def chosen_versions(store: StateStore, integration: str, periode: str) -> list[V
         raise dg.Failure(f"{integration} for {periode} er ikke lavet endnu; kør afregningen af {periode} først")
     names = set(store.read_json(_chosen_path(integration, periode))["filer"])
     return [v for v in current_versions(store, integration, periode) if v.name in names]
+
+
+def made_files(store: StateStore, integration: str, periode: str) -> dict[str, dict]:
+    """Per file the last make-run of P chose: its header's figures as the asset encoded them
+    from the period's frame, and the SHA-256 of the bytes it wrote ({} for a make-run older than
+    this record: the checks then read those files in full)."""
+    if not store.exists(_chosen_path(integration, periode)):
+        return {}
+    return store.read_json(_chosen_path(integration, periode)).get("tal", {})
 
 
 def period_versions(store: StateStore, integration: str, periode: str) -> list[tuple[Version, bytes]]:

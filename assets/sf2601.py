@@ -11,7 +11,7 @@ from assets.delivery import delivery_receipts_check, make_period_files, period_v
 from assets.settlement import AFREGNING, read_period_frame
 from assets.sf2601_rules import missing_administrationskommune, sf2601_rows
 from contracts.cpr import mask_cpr_expr
-from contracts.sf2601 import decode_sf2601, encode_sf2601, sf2601_filnavn
+from contracts.sf2601 import encode_sf2601, encode_sf2601_files, scan_sf2601, sf2601_filnavn
 from pipelines.calendar import udbetalingsdato
 from pipelines.exchange import ExchangeResource
 from pipelines.metadata import money_metadata
@@ -60,13 +60,7 @@ def udbetalinger(
         totals[periode] = {"personer": dg.MetadataValue.int(rows.height)}
         for name in ("brutto", "traek", "udbetalt"):
             totals[periode].update(money_metadata(name, int(rows[f"{name}_oere"].sum())))
-        payday = udbetalingsdato(periode)
-        for (kommunekode,), persons in rows.group_by("kommunekode", maintain_order=True):
-            yield (
-                kommunekode,
-                lambda n, kk=kommunekode, rows=persons: encode_sf2601(kk, periode, payday, n, rows),
-                lambda n, kk=kommunekode: sf2601_filnavn(kk, periode, n),
-            )
+        return sf2601_files(rows, periode)
 
     made = make_period_files(context, store, INTEGRATION, periods_of(context), files_of)
     return period_materialization(context, {periode: {**made[periode], **totals[periode]} for periode in made})
@@ -93,6 +87,27 @@ def afsendelse(
     )
 
 
+def sf2601_files(rows: pl.DataFrame, periode: str):
+    """P's SF2601 files as make_period_files takes them, from the rows of sf2601_rows."""
+    payday = udbetalingsdato(periode)
+    first = encode_sf2601_files(periode, payday, 1, rows)  # every municipality at once
+    figures = {
+        r.pop("kommunekode"): r
+        for r in rows.group_by("kommunekode")
+        .agg(antal_personer=pl.len(), samlet_udbetalt_oere=pl.col("udbetalt_oere").sum())
+        .iter_rows(named=True)
+    }
+    for kommunekode, data in first.items():
+        yield (
+            kommunekode,
+            lambda n, kk=kommunekode, data=data: data if n == 1 else encode_sf2601(
+                kk, periode, payday, n, rows.filter(pl.col("kommunekode") == kk)
+            ),
+            lambda n, kk=kommunekode: sf2601_filnavn(kk, periode, n),
+            figures[kommunekode],
+        )
+
+
 # --- checks ----------------------------------------------------------------------------------------
 
 
@@ -112,24 +127,36 @@ def _transfers_result(store, periode: str) -> dg.AssetCheckResult:
         .agg(overfoersel=pl.col("udbetalt_oere").sum(), personer=pl.col("cpr"))
     )
     by_kommune = {r["kommunekode"]: r for r in transfers.iter_rows(named=True)}
-    wrong, files = [], 0
-    for version, data in period_versions(store, INTEGRATION, periode):
-        files += 1
-        header, persons = decode_sf2601(data)
-        expected = by_kommune.get(version.kommunekode)
-        records_sum = int(persons["udbetalt_oere"].sum())
-        if header["samlet_udbetalt_oere"] != records_sum:
-            wrong.append(f"{version.kommunekode}: SamletUdbetaltBeloeb ≠ summen af UdbetaltBeloeb")
-        if header["antal_personer"] != persons.height:
-            wrong.append(f"{version.kommunekode}: AntalPersoner ≠ antal Udbetaling")
+    versions = period_versions(store, INTEGRATION, periode)
+    # Every record of every file, read by its tags (contracts.sf2601.scan_sf2601): the files are
+    # small (the citizens under administration), so nothing is sampled here.
+    headers, records = scan_sf2601({v.kommunekode: data for v, data in versions})
+    per_file = {
+        r["fil"]: r
+        for r in records.group_by("fil").agg(
+            antal=pl.len(), summen=pl.col("udbetalt_oere").sum(), ulaeselige=pl.col("udbetalt_oere").is_null().sum(), cprs=pl.col("cpr")
+        ).iter_rows(named=True)
+    }
+    wrong = []
+    for header in headers.iter_rows(named=True):
+        kommunekode = header["fil"]
+        if not header["linjer_passer"] or header["kommunekode"] != kommunekode:
+            wrong.append(f"{kommunekode}: filen kan ikke læses som SF2601")
+            continue
+        found = per_file.get(kommunekode, {"antal": 0, "summen": 0, "ulaeselige": 0, "cprs": []})
+        expected = by_kommune.get(kommunekode)
+        if header["samlet_udbetalt_oere"] != found["summen"] or found["ulaeselige"]:
+            wrong.append(f"{kommunekode}: SamletUdbetaltBeloeb ≠ summen af UdbetaltBeloeb")
+        if header["antal_personer"] != found["antal"]:
+            wrong.append(f"{kommunekode}: AntalPersoner ≠ antal Udbetaling")
         if expected is None or expected["overfoersel"] != header["samlet_udbetalt_oere"]:
-            wrong.append(f"{version.kommunekode}: SamletUdbetaltBeloeb ≠ overførslen")
-        foreign = set(persons["cpr"].to_list()) - set(expected["personer"] if expected else [])
+            wrong.append(f"{kommunekode}: SamletUdbetaltBeloeb ≠ overførslen")
+        foreign = set(found["cprs"]) - set(expected["personer"] if expected else [])
         if foreign:
-            wrong.append(f"{version.kommunekode}: {len(foreign)} borgere fra en anden kommune")
+            wrong.append(f"{kommunekode}: {len(foreign)} borgere fra en anden kommune")
     return dg.AssetCheckResult(
         passed=not wrong,
-        metadata={"filer": files, "afvigelser": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong[:20]) or "ingen")},
+        metadata={"filer": len(versions), "afvigelser": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong[:20]) or "ingen")},
     )
 
 

@@ -10,12 +10,14 @@ import polars as pl
 
 from assets.delivery import (
     delivery_receipts_check,
+    made_files,
     make_period_files,
     period_versions,
     send_period_files,
 )
 from assets.settlement import AFREGNING, read_period_frame
-from contracts.sf6111 import decode_sf6111, encode_sf6111, sf6111_filnavn
+from assets.settlement_rules import settlement_summary
+from contracts.sf6111 import Sf6111Error, decode_sf6111, encode_sf6111, encode_sf6111_files, sf6111_filnavn, traek_keys
 from pipelines.calendar import udbetalingsdato
 from pipelines.exchange import ExchangeResource
 from pipelines.partitions import (
@@ -49,17 +51,28 @@ AFSENDELSE = dg.AssetKey(["sf6111", "afsendelse"])
 def specifikationslister(context: dg.AssetExecutionContext, state: StateResource) -> dg.MaterializeResult:
     store = state.store()
 
-    def files_of(periode: str):
-        settled = read_period_frame(store, periode, "afregning")
-        payday = udbetalingsdato(periode)
-        for (kommunekode,), traek in settled.group_by("kommunekode", maintain_order=True):
-            yield (
-                kommunekode,
-                lambda n, kk=kommunekode, rows=traek: encode_sf6111(kk, periode, payday, n, rows),
-                lambda n, kk=kommunekode: sf6111_filnavn(kk, periode, n),
-            )
+    return period_materialization(
+        context, make_period_files(context, store, INTEGRATION, periods_of(context), lambda p: sf6111_files(store, p))
+    )
 
-    return period_materialization(context, make_period_files(context, store, INTEGRATION, periods_of(context), files_of))
+
+def sf6111_files(store, periode: str):
+    """P's SF6111 files as make_period_files takes them, from the settlement's rows."""
+    settled = read_period_frame(store, periode, "afregning")
+    payday = udbetalingsdato(periode)
+    # Every municipality's file with Loebenummer 1 in one pass (the usual case); a later number
+    # (a correction) is encoded from that municipality's rows alone.
+    first = encode_sf6111_files(periode, payday, 1, settled)
+    figures = _header_figures(settled)
+    for kommunekode, data in first.items():
+        yield (
+            kommunekode,
+            lambda n, kk=kommunekode, data=data: data if n == 1 else encode_sf6111(
+                kk, periode, payday, n, settled.filter(pl.col("kommunekode") == kk)
+            ),
+            lambda n, kk=kommunekode: sf6111_filnavn(kk, periode, n),
+            figures[kommunekode],
+        )
 
 
 @dg.asset(
@@ -86,51 +99,79 @@ def afsendelse(
 # --- checks on the files before they go out (blocking) ---------------------------------------------
 
 
-# Both blocking checks read every file of P; at national scale decoding (with schema validation)
-# is the larger part of their time, so one decoding per file content serves both.
-_decoded_by_content: dict[str, tuple[dict, pl.DataFrame]] = {}
+HEADER_FIGURES = ("antal_traek", "antal_afregnet", "antal_afvist", "samlet_afregnet_oere")
 
 
-def _decoded(store, periode: str) -> list[tuple[str, dict, pl.DataFrame]]:
-    result = []
-    for version, data in period_versions(store, INTEGRATION, periode):
-        digest = sha256_hex(data)
-        if digest not in _decoded_by_content:
-            if len(_decoded_by_content) > 1000:
-                _decoded_by_content.clear()
-            _decoded_by_content[digest] = decode_sf6111(data)
-        result.append((version.kommunekode, *_decoded_by_content[digest]))
-    return result
+def _header_figures(settled: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per municipality the figures its file's header carries, from the settlement's rows."""
+    summary = settlement_summary(settled).select("kommunekode", *HEADER_FIGURES)
+    return {row.pop("kommunekode"): row for row in summary.iter_rows(named=True)}
 
 
 @dg.asset_check(asset=SPECIFIKATIONSLISTER, name="filtotaler_stemmer", blocking=True, partitions_def=periode_partitions)
 def filtotaler_stemmer(context: dg.AssetCheckExecutionContext, state: StateResource):
     """Each file's header (AntalTraek, AntalAfregnet, AntalAfvist, SamletAfregnetBeloeb) equals
-    what its records add up to, and the files of P together carry exactly the settled sum."""
+    what its records add up to, and the files of P together carry exactly the settled sum.
+
+    Each file is the one the asset made (its SHA-256 as recorded when it was encoded), the
+    figures encoded into its header are those of its municipality's rows of the settlement, and
+    a sample of the files is read in full (schema and parser) to see that the encoder's header
+    agrees with its records and its records with the settlement (docs/decisions.md "Checks on a
+    period's files")."""
     store = state.store()
     yield from period_check_results(context, {p: _file_totals(store, p) for p in periods_of(context)})
+
+
+def sample(names: list[str], periode: str) -> list[str]:
+    """The files read in full: the largest municipality's cannot be known from the names, so the
+    first and one that moves with the period (every municipality's file in turn over the months)."""
+    if not names:
+        return []
+    turn = int(sha256_hex(periode.encode())[:8], 16) % len(names)
+    return sorted({names[0], names[turn]})
 
 
 def _file_totals(store, periode: str) -> dg.AssetCheckResult:
     settled = read_period_frame(store, periode, "afregning")
     settled_sum = int(settled["afregnet_oere"].sum())
-    wrong, files, files_sum = [], 0, 0
-    for kommunekode, header, traek in _decoded(store, periode):
-        files += 1
-        files_sum += header["samlet_afregnet_oere"]
-        expected = {
-            "antal_traek": traek.height,
-            "antal_afregnet": int((traek["status"] == "AFREGNET").sum()),
-            "antal_afvist": int((traek["status"] == "AFVIST").sum()),
-            "samlet_afregnet_oere": int(traek["afregnet_oere"].sum()),
-        }
-        wrong += [f"{kommunekode}: {k} {header[k]} ≠ {v}" for k, v in expected.items() if header[k] != v]
+    expected = _header_figures(settled)
+    made = made_files(store, INTEGRATION, periode)
+    versions = period_versions(store, INTEGRATION, periode)
+    read_in_full = set(sample([v.name for v, _ in versions], periode))
+    wrong, files_sum = [], 0
+    for version, data in versions:
+        kommunekode, recorded = version.kommunekode, made.get(version.name)
+        if recorded is not None and sha256_hex(data) != recorded["sha256"]:
+            wrong.append(f"{kommunekode}: {version.name} er ikke den fil afregningen lavede (SHA-256)")
+        if recorded is None or version.name in read_in_full:
+            try:
+                header, traek = decode_sf6111(data)
+            except Sf6111Error as exc:
+                wrong.append(f"{kommunekode}: {exc}")
+                continue
+            counted = {
+                "antal_traek": traek.height,
+                "antal_afregnet": int((traek["status"] == "AFREGNET").sum()),
+                "antal_afvist": int((traek["status"] == "AFVIST").sum()),
+                "samlet_afregnet_oere": int(traek["afregnet_oere"].sum()),
+            }
+            wrong += [f"{kommunekode}: {k} {header[k]} ≠ {v}" for k, v in counted.items() if header[k] != v]
+            own = settled.filter(pl.col("kommunekode") == kommunekode).sort("anmodning_id")
+            if not traek.equals(own.select(traek.columns)):
+                wrong.append(f"{kommunekode}: filens træk er ikke afregningens")
+            recorded = header
+        files_sum += recorded["samlet_afregnet_oere"]
+        should = expected.get(kommunekode, {})
+        wrong += [
+            f"{kommunekode}: {k} {recorded[k]} ≠ {should.get(k)}" for k in HEADER_FIGURES if recorded[k] != should.get(k)
+        ]
     if files_sum != settled_sum:
         wrong.append(f"filerne i alt {files_sum} øre ≠ afregnet {settled_sum} øre")
     return dg.AssetCheckResult(
         passed=not wrong,
         metadata={
-            "filer": files,
+            "filer": len(versions),
+            "laest_helt": dg.MetadataValue.text(", ".join(sorted(read_in_full)) or "ingen"),
             "sum_filer_oere": dg.MetadataValue.int(files_sum),
             "sum_afregnet_oere": dg.MetadataValue.int(settled_sum),
             "afvigelser": dg.MetadataValue.md("\n".join(f"- {w}" for w in wrong[:20]) or "ingen"),
@@ -141,24 +182,22 @@ def _file_totals(store, periode: str) -> dg.AssetCheckResult:
 @dg.asset_check(asset=SPECIFIKATIONSLISTER, name="ingen_fremmede_traek", blocking=True, partitions_def=periode_partitions)
 def ingen_fremmede_traek(context: dg.AssetCheckExecutionContext, state: StateResource):
     """No municipality may see another's citizens: every Traek in municipality K's file is one of
-    K's own settled requests (same AnmodningId and CPR)."""
+    K's own settled requests (same AnmodningId and CPR). Every Traek of every file is read."""
     store = state.store()
     yield from period_check_results(context, {p: _foreign_traek(store, p) for p in periods_of(context)})
 
 
 def _foreign_traek(store, periode: str) -> dg.AssetCheckResult:
     settled = read_period_frame(store, periode, "afregning").select("kommunekode", "anmodning_id", "cpr")
-    foreign, where = 0, []
-    for kommunekode, _header, traek in _decoded(store, periode):
-        stray = traek.select("anmodning_id", "cpr").join(
-            settled.filter(pl.col("kommunekode") == kommunekode), on=["anmodning_id", "cpr"], how="anti"
-        )
-        if stray.height:
-            foreign += stray.height
-            where.append(f"{kommunekode}: {stray.height}")
+    versions = period_versions(store, INTEGRATION, periode)
+    found, unreadable = traek_keys({v.kommunekode: data for v, data in versions})
+    stray = found.join(settled, on=["kommunekode", "anmodning_id", "cpr"], how="anti")
+    per_file = stray.group_by("kommunekode").len().sort("kommunekode")
+    where = [f"{r['kommunekode']}: {r['len']}" for r in per_file.iter_rows(named=True)]
+    where += [f"{kk}: kan ikke læses som SF6111" for kk in unreadable]
     return dg.AssetCheckResult(
-        passed=foreign == 0,
-        metadata={"fremmede_traek": foreign, "filer_med_fremmede": ", ".join(where) or "ingen"},
+        passed=stray.height == 0 and not unreadable,
+        metadata={"fremmede_traek": stray.height, "filer_med_fremmede": ", ".join(where) or "ingen"},
     )
 
 

@@ -16,7 +16,7 @@ from lxml import etree
 
 from contracts.cpr import mask_cpr
 from contracts.money import format_kroner, format_kroner_expr, parse_kroner, parse_kroner_expr
-from contracts.sf6111 import check_delivery, delivery_filnavn
+from contracts.sf6111 import check_delivery, delivery_filnavn, scan_files
 from contracts.xmlsafe import (
     UNWRITABLE_XML_CHARS,
     escape_text,
@@ -80,49 +80,87 @@ def encode_sf2601(
     """The SF2601 file for one administering municipality and period; `udbetalinger` is that
     municipality's rows of `sf2601_rows` (columns UDBETALING_SCHEMA, any order of rows)."""
     check_delivery(kommunekode, periode, loebenummer)
+    _check_payday(udbetalingsdato)
+    udbetalinger = _checked_udbetalinger(kommunekode, udbetalinger)
+    records = udbetalinger.sort("cpr").select(_udbetaling_record().str.join("")).item()
+    return _file(
+        kommunekode, periode, udbetalingsdato, loebenummer,
+        udbetalinger.height, int(udbetalinger["udbetalt_oere"].sum()), records,
+    )
+
+
+def encode_sf2601_files(
+    periode: str, udbetalingsdato: dt.date, loebenummer: int, udbetalinger: pl.DataFrame
+) -> dict[str, bytes]:
+    """encode_sf2601 for every administering municipality of `udbetalinger` (the rows of
+    sf2601_rows for P) at once: {kommunekode: the file's bytes}, in kommunekode order, byte for
+    byte what encode_sf2601 gives each municipality's rows; one polars pass, the same refusals."""
+    _check_payday(udbetalingsdato)
+    udbetalinger = _checked_udbetalinger(None, udbetalinger)
+    for kommunekode in udbetalinger["kommunekode"].unique().sort():
+        check_delivery(kommunekode, periode, loebenummer)
+    per_kommune = (
+        udbetalinger.sort("kommunekode", "cpr")
+        .group_by("kommunekode", maintain_order=True)
+        .agg(antal=pl.len(), samlet=pl.col("udbetalt_oere").sum(), records=_udbetaling_record().str.join(""))
+    )
+    return {
+        row["kommunekode"]: _file(
+            row["kommunekode"], periode, udbetalingsdato, loebenummer, row["antal"], row["samlet"], row["records"]
+        )
+        for row in per_kommune.iter_rows(named=True)
+    }
+
+
+def _check_payday(udbetalingsdato: dt.date) -> None:
     if not isinstance(udbetalingsdato, dt.date) or isinstance(udbetalingsdato, dt.datetime):
         raise Sf2601Error(f"udbetalingsdato must be a date, not {udbetalingsdato!r}")
-    udbetalinger = _checked_udbetalinger(kommunekode, udbetalinger)
 
+
+def _file(
+    kommunekode: str, periode: str, udbetalingsdato: dt.date, loebenummer: int,
+    antal: int, samlet_oere: int, records: str,
+) -> bytes:
     header = [
         ("Kommunekode", kommunekode),
         ("Periode", periode),
         ("Udbetalingsdato", udbetalingsdato.isoformat()),
         ("Loebenummer", str(loebenummer)),
-        ("AntalPersoner", str(udbetalinger.height)),
+        ("AntalPersoner", str(antal)),
         # sf2601.md: equals the single transfer to the municipality's NemKonto for P.
-        ("SamletUdbetaltBeloeb", format_kroner(udbetalinger["udbetalt_oere"].sum())),
+        ("SamletUdbetaltBeloeb", format_kroner(samlet_oere)),
     ]
     return "".join(
         [
             _DECLARATION,
             f'<{ROOT} xmlns="{SF2601_NS}">\n',
             *(f"  <{name}>{escape_text(value)}</{name}>\n" for name, value in header),
-            _udbetaling_records(udbetalinger),
+            records,
             f"</{ROOT}>\n",
         ]
     ).encode("utf-8")
 
 
-def _udbetaling_records(udbetalinger: pl.DataFrame) -> str:
-    """All `Udbetaling` elements as one string, sorted by CPR."""
+def _udbetaling_record() -> pl.Expr:
+    """One `Udbetaling` element per row; the caller sorts by CPR."""
     parts: list[pl.Expr] = [pl.lit("  <Udbetaling>\n")]
     for element, column in _UDBETALING_ELEMENTS:
         value = format_kroner_expr(column) if column in _AMOUNTS else escape_text_expr(pl.col(column))
         parts += [pl.lit(f"    <{element}>"), value, pl.lit(f"</{element}>\n")]
     parts.append(pl.lit("  </Udbetaling>\n"))
-    return udbetalinger.sort("cpr").select(pl.concat_str(parts).str.join("")).item()
+    return pl.concat_str(parts)
 
 
-def _checked_udbetalinger(kommunekode: str, udbetalinger: pl.DataFrame) -> pl.DataFrame:
-    """The frame as the file needs it, or Sf2601Error naming what is wrong (CPRs masked)."""
+def _checked_udbetalinger(kommunekode: str | None, udbetalinger: pl.DataFrame) -> pl.DataFrame:
+    """The frame as the file needs it, or Sf2601Error naming what is wrong (CPRs masked). With
+    kommunekode None: the rows of every municipality of P (encode_sf2601_files)."""
     missing = [name for name in UDBETALING_SCHEMA if name not in udbetalinger.columns]
     if missing:
         raise Sf2601Error(
             f"udbetalinger lacks the columns {missing}: pass the rows of sf2601_rows() for one municipality"
         )
     udbetalinger = udbetalinger.select([pl.col(n).cast(t) for n, t in UDBETALING_SCHEMA.items()])
-    if udbetalinger.is_empty():
+    if udbetalinger.is_empty() and kommunekode is not None:
         raise Sf2601Error(
             f"no citizens for kommunekode {kommunekode}: sf2601.md sends SF2601 only to a "
             "municipality with at least one citizen in the period"
@@ -133,12 +171,13 @@ def _checked_udbetalinger(kommunekode: str, udbetalinger: pl.DataFrame) -> pl.Da
         if bad.height:
             raise Sf2601Error(f"{bad.height} Udbetaling row(s) {what}, e.g. CPR {mask_cpr(bad['cpr'][0])}")
 
-    refuse(
-        pl.col("kommunekode") != kommunekode,
-        f"belong to another municipality than {kommunekode}: encode one at a time",
-    )
+    if kommunekode is not None:
+        refuse(
+            pl.col("kommunekode") != kommunekode,
+            f"belong to another municipality than {kommunekode}: encode one at a time",
+        )
     refuse(pl.any_horizontal(pl.all().is_null()), "have an empty value")
-    refuse(pl.col("cpr").is_duplicated(), "have a CPR twice: one Udbetaling per citizen")
+    refuse(pl.struct("kommunekode", "cpr").is_duplicated(), "have a CPR twice: one Udbetaling per citizen")
     refuse(
         pl.any_horizontal([pl.col(c) < 0 for c in [*_AMOUNTS, "netto_oere"]]),
         "have a negative amount (traek may never exceed netto, settlement.md)",
@@ -170,6 +209,20 @@ def validate_sf2601(data: bytes) -> etree._Element:
     if problem is not None:
         raise Sf2601Error(f"not a valid SF2601 file: {problem}")
     return root
+
+
+def scan_sf2601(files: dict[str, bytes]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """contracts.sf6111.scan_sf6111 for SF2601 files: (one row per file: fil, kommunekode,
+    antal_personer, samlet_udbetalt_oere as its header says, linjer_passer; one row per
+    Udbetaling: fil, cpr, udbetalt_oere). No parser, no schema; decode_sf2601 is the full reading."""
+    return scan_files(
+        files,
+        header={"kommunekode": "Kommunekode", "antal_personer": "AntalPersoner", "samlet_udbetalt_oere": "SamletUdbetaltBeloeb"},
+        record="Udbetaling",
+        columns={"cpr": "CPR", "udbetalt_oere": "UdbetaltBeloeb"},
+        amounts={"samlet_udbetalt_oere", "udbetalt_oere"},
+        counts={"antal_personer"},
+    )
 
 
 def decode_sf2601(data: bytes) -> tuple[dict, pl.DataFrame]:

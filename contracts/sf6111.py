@@ -9,6 +9,7 @@ fixed indentation, rows in byte order), so an unchanged period re-encodes to ide
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import polars as pl
@@ -114,36 +115,80 @@ def encode_sf6111(
     """The SF6111 file for one municipality and period; `traek` is that municipality's rows of
     the settlement (columns TRAEK_SCHEMA, any order of rows)."""
     check_delivery(kommunekode, periode, loebenummer)
+    _check_payday(udbetalingsdato)
+    traek = _checked_traek(kommunekode, periode, traek)
+    antal_afregnet = traek.filter(pl.col("status") == AFREGNET).height
+    records = traek.sort("anmodning_id").select(_traek_record().str.join("")).item()
+    return _file(
+        kommunekode, periode, udbetalingsdato, loebenummer,
+        traek.height, antal_afregnet, int(traek["afregnet_oere"].sum()), records,
+    )
+
+
+def encode_sf6111_files(
+    periode: str, udbetalingsdato: dt.date, loebenummer: int, settled: pl.DataFrame
+) -> dict[str, bytes]:
+    """encode_sf6111 for every municipality of `settled` (the rows of settle() for P) at once:
+    {kommunekode: the file's bytes}, in kommunekode order, byte for byte what encode_sf6111 gives
+    each municipality's rows. One polars pass over the period instead of one per municipality
+    (polars spreads it over the cores); the same refusals."""
+    _check_payday(udbetalingsdato)
+    traek = _checked_traek(None, periode, settled)
+    for kommunekode in traek["kommunekode"].unique().sort():
+        check_delivery(kommunekode, periode, loebenummer)
+    per_kommune = (
+        traek.sort("kommunekode", "anmodning_id")
+        .group_by("kommunekode", maintain_order=True)
+        .agg(
+            antal=pl.len(),
+            afregnet=(pl.col("status") == AFREGNET).sum(),
+            samlet=pl.col("afregnet_oere").sum(),
+            records=_traek_record().str.join(""),
+        )
+    )
+    return {
+        row["kommunekode"]: _file(
+            row["kommunekode"], periode, udbetalingsdato, loebenummer,
+            row["antal"], row["afregnet"], row["samlet"], row["records"],
+        )
+        for row in per_kommune.iter_rows(named=True)
+    }
+
+
+def _check_payday(udbetalingsdato: dt.date) -> None:
     if not isinstance(udbetalingsdato, dt.date) or isinstance(udbetalingsdato, dt.datetime):
         raise Sf6111Error(f"udbetalingsdato must be a date, not {udbetalingsdato!r}")
-    traek = _checked_traek(kommunekode, periode, traek)
 
-    antal_afregnet = traek.filter(pl.col("status") == AFREGNET).height
+
+def _file(
+    kommunekode: str, periode: str, udbetalingsdato: dt.date, loebenummer: int,
+    antal: int, antal_afregnet: int, samlet_oere: int, records: str,
+) -> bytes:
     header = [
         ("Kommunekode", kommunekode),
         ("Periode", periode),
         ("Udbetalingsdato", udbetalingsdato.isoformat()),
         ("Loebenummer", str(loebenummer)),
-        ("AntalTraek", str(traek.height)),
+        ("AntalTraek", str(antal)),
         ("AntalAfregnet", str(antal_afregnet)),
-        ("AntalAfvist", str(traek.height - antal_afregnet)),
+        ("AntalAfvist", str(antal - antal_afregnet)),
         # settlement.md: the amount UDK pays the municipality for P.
-        ("SamletAfregnetBeloeb", format_kroner(traek["afregnet_oere"].sum())),
+        ("SamletAfregnetBeloeb", format_kroner(samlet_oere)),
     ]
     return "".join(
         [
             _DECLARATION,
             f'<{ROOT} xmlns="{SF6111_NS}">\n',
             *(f"  <{name}>{escape_text(value)}</{name}>\n" for name, value in header),
-            _traek_records(traek),
+            records,
             f"</{ROOT}>\n",
         ]
     ).encode("utf-8")
 
 
-def _traek_records(traek: pl.DataFrame) -> str:
-    """All `Traek` elements as one string, sorted by AnmodningId in byte order (polars compares
-    strings by their UTF-8 bytes, never by locale)."""
+def _traek_record() -> pl.Expr:
+    """One `Traek` element per row; the caller sorts by AnmodningId in byte order (polars
+    compares strings by their UTF-8 bytes, never by locale)."""
     parts: list[pl.Expr] = [pl.lit("  <Traek>\n")]
     for element, column in _TRAEK_ELEMENTS:
         value = format_kroner_expr(column) if column in _AMOUNTS else escape_text_expr(pl.col(column))
@@ -162,16 +207,17 @@ def _traek_records(traek: pl.DataFrame) -> str:
         .otherwise(pl.lit(""))
     )
     parts += [aarsag, pl.lit("  </Traek>\n")]
-    return traek.sort("anmodning_id").select(pl.concat_str(parts).str.join("")).item()
+    return pl.concat_str(parts)
 
 
-def _checked_traek(kommunekode: str, periode: str, traek: pl.DataFrame) -> pl.DataFrame:
-    """The frame as the file needs it, or Sf6111Error naming what is wrong (CPRs masked)."""
+def _checked_traek(kommunekode: str | None, periode: str, traek: pl.DataFrame) -> pl.DataFrame:
+    """The frame as the file needs it, or Sf6111Error naming what is wrong (CPRs masked). With
+    kommunekode None: the rows of every municipality of P (encode_sf6111_files)."""
     missing = [name for name in TRAEK_SCHEMA if name not in traek.columns]
     if missing:
         raise Sf6111Error(f"traek lacks the columns {missing}: pass the rows of settle() for one municipality")
     traek = traek.select([pl.col(name).cast(dtype) for name, dtype in TRAEK_SCHEMA.items()])
-    if traek.is_empty():
+    if traek.is_empty() and kommunekode is not None:
         raise Sf6111Error(
             f"no rows for kommunekode {kommunekode} in {periode}: settlement.md sends SF6111 only to "
             "a municipality with at least one active request"
@@ -186,14 +232,20 @@ def _checked_traek(kommunekode: str, periode: str, traek: pl.DataFrame) -> pl.Da
                 f"for CPR {mask_cpr(example['cpr'])}"
             )
 
-    refuse(
-        (pl.col("kommunekode") != kommunekode) | (pl.col("periode") != periode),
-        f"belong to another municipality or period than {kommunekode} {periode}: "
-        "encode one municipality at a time",
-    )
+    if kommunekode is None:
+        refuse(pl.col("periode") != periode, f"belong to another period than {periode}")
+    else:
+        refuse(
+            (pl.col("kommunekode") != kommunekode) | (pl.col("periode") != periode),
+            f"belong to another municipality or period than {kommunekode} {periode}: "
+            "encode one municipality at a time",
+        )
     required = ["anmodning_id", "cpr", "traekart", "anmodet_oere", "afregnet_oere", "status"]
     refuse(pl.any_horizontal(pl.col(required).is_null()), f"have an empty value in one of {required}")
-    refuse(pl.col("anmodning_id").is_duplicated(), "have an AnmodningId twice: each request has one outcome")
+    refuse(
+        pl.struct("kommunekode", "anmodning_id").is_duplicated(),
+        "have an AnmodningId twice: each request has one outcome",
+    )
     refuse(~pl.col("status").is_in([AFREGNET, AFVIST]), "have a status other than AFREGNET or AFVIST")
     refuse(
         (pl.col("status") == AFVIST) & (pl.col("kode").is_null() | pl.col("tekst").is_null()),
@@ -212,6 +264,97 @@ def _checked_traek(kommunekode: str, periode: str, traek: pl.DataFrame) -> pl.Da
 
 
 # --- Decoding -----------------------------------------------------------------------------------
+
+
+def traek_keys(files: dict[str, bytes]) -> tuple[pl.DataFrame, list[str]]:
+    """Every Traek's (AnmodningId, CPR) in SF6111 files as encode_sf6111 writes them, quickly,
+    for the check that no municipality gets another's citizens: ({kommunekode: data} in; a frame
+    kommunekode, anmodning_id, cpr out, with the file's key as kommunekode), and the keys of files
+    where not every `<Traek>` could be read so (never in the encoder's files: the check fails).
+    No XML parser and no schema: one regular expression over each file; decode_sf6111 is the
+    full reading. Values are unescaped as escape_text escapes them."""
+    opening, middle, closing = "<Traek>\n    <AnmodningId>", "</AnmodningId>\n    <CPR>", "</CPR>\n"
+    texts = pl.DataFrame(
+        {"kommunekode": list(files), "xml": [data.decode("utf-8", errors="replace") for data in files.values()]},
+        schema={"kommunekode": pl.String, "xml": pl.String},
+    ).with_columns(
+        pair=pl.col("xml").str.extract_all(re.escape(opening) + "[^<]*" + re.escape(middle) + "[^<]*" + re.escape(closing)),
+        traek=pl.col("xml").str.count_matches("<Traek>", literal=True),
+    )
+    readable = pl.col("pair").list.len() == pl.col("traek")
+    unreadable = texts.filter(~readable)["kommunekode"].to_list()
+    keys = (
+        texts.filter(readable)
+        .select("kommunekode", "pair")
+        .explode("pair")
+        .filter(pl.col("pair").is_not_null())
+        .select(
+            "kommunekode",
+            pl.col("pair").str.strip_prefix(opening).str.strip_suffix(closing).str.split_exact(middle, 1)
+            .struct.rename_fields(["anmodning_id", "cpr"]).alias("keys"),
+        )
+        .unnest("keys")
+    )
+    return keys.with_columns(_unescape(pl.col("anmodning_id")), _unescape(pl.col("cpr"))), unreadable
+
+
+def scan_files(
+    files: dict[str, bytes],
+    *,
+    header: dict[str, str],
+    record: str,
+    columns: dict[str, str],
+    amounts: set[str],
+    counts: set[str],
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """scan_sf6111's reading for any of the UDK → municipality files (SF2601 too): header
+    elements (first occurrence), and per record element the listed children, unescaped."""
+    texts = pl.DataFrame(
+        {"fil": list(files), "xml": [data.decode("utf-8", errors="replace") for data in files.values()]},
+        schema={"fil": pl.String, "xml": pl.String},
+    )
+
+    def value(element: str) -> pl.Expr:
+        return pl.col("xml").str.extract(f"<{element}>([^<]*)</{element}>", 1)
+
+    def number(name: str, expr: pl.Expr) -> pl.Expr:
+        if name in amounts:
+            return parse_kroner_expr(expr)
+        if name in counts:
+            return pl.when(expr.str.contains(r"^[0-9]{1,9}$")).then(expr.cast(pl.Int64, strict=False))
+        return _unescape(expr)
+
+    found = {column: pl.col("xml").str.extract_all(f"<{element}>[^<]*</{element}>") for column, element in columns.items()}
+    scanned = texts.with_columns(
+        *(number(name, value(element)).alias(name) for name, element in header.items()),
+        antal_poster=pl.col("xml").str.count_matches(f"<{record}>", literal=True),
+        **found,
+    ).drop("xml")
+    lengths = [pl.col(column).list.len() for column in columns]
+    scanned = scanned.with_columns(
+        linjer_passer=pl.all_horizontal([length == pl.col("antal_poster") for length in lengths])
+    )
+    headers = scanned.select("fil", *header, "linjer_passer")
+    records = (
+        scanned.filter("linjer_passer")
+        .select("fil", *columns)
+        .explode(list(columns))
+        .filter(pl.col(next(iter(columns))).is_not_null())  # a file without records: no row
+        .with_columns(
+            number(name, pl.col(name).str.strip_prefix(f"<{element}>").str.strip_suffix(f"</{element}>")).alias(name)
+            for name, element in columns.items()
+        )
+    )
+    return headers, records
+
+
+def _unescape(text: pl.Expr) -> pl.Expr:
+    """escape_text_expr undone (`&amp;` last, so nothing is unescaped twice)."""
+    return (
+        text.str.replace_all("&lt;", "<", literal=True)
+        .str.replace_all("&gt;", ">", literal=True)
+        .str.replace_all("&amp;", "&", literal=True)
+    )
 
 
 def sf6111_schema() -> etree.XMLSchema:

@@ -33,6 +33,7 @@ class Version:
     loebenummer: int
     name: str
     changed: bool  # True when this run made a new version (new content)
+    sha256: str | None = None  # of the version's file, when make_version knows it
 
 
 def _versions_path(integration: str, periode: str, kommunekode: str) -> str:
@@ -64,27 +65,34 @@ def make_version(
     when its content is unchanged, otherwise a new one with the next Loebenummer."""
     first = encode(1)
     content = sha256_hex(first)  # the content, compared as if it were the first delivery
+
+    def unchanged(last: dict) -> Version:
+        # The file's own hash: Loebenummer 1 is the content's; a later number's is recorded (or,
+        # for a version made before it was, that of the same content encoded under its number).
+        sha = content if last["loebenummer"] == 1 else last.get("sha256") or sha256_hex(encode(last["loebenummer"]))
+        return Version(integration, periode, kommunekode, last["loebenummer"], last["name"], changed=False, sha256=sha)
+
     history = versions(state, integration, periode, kommunekode)
     if history and history[-1]["content_sha256"] == content:
-        last = history[-1]
-        return Version(integration, periode, kommunekode, last["loebenummer"], last["name"], changed=False)
+        return unchanged(history[-1])
     if history and not send_started(state, history[-1]["name"]):
         history = history[:-1]  # never went out: its number is free again
         if history and history[-1]["content_sha256"] == content:
             # Back to the content last sent: the municipality has it already (operations.md:
             # only content that differs is sent again).
             state.write_json(_versions_path(integration, periode, kommunekode), {"versions": history})
-            last = history[-1]
-            return Version(integration, periode, kommunekode, last["loebenummer"], last["name"], changed=False)
+            return unchanged(history[-1])
     loebenummer = (history[-1]["loebenummer"] + 1) if history else 1
     name = filnavn(loebenummer)
     # Loebenummer 1, the usual case, is the file already encoded: no second encoding.
-    state.write(f"outgoing/{integration}/{periode}/{name}", first if loebenummer == 1 else encode(loebenummer))
-    history.append(
-        {"loebenummer": loebenummer, "name": name, "content_sha256": content, "made_at": utc_now().isoformat()}
-    )
+    data = first if loebenummer == 1 else encode(loebenummer)
+    state.write(f"outgoing/{integration}/{periode}/{name}", data)
+    entry = {"loebenummer": loebenummer, "name": name, "content_sha256": content, "made_at": utc_now().isoformat()}
+    if loebenummer > 1:
+        entry["sha256"] = sha256_hex(data)
+    history.append(entry)
     state.write_json(_versions_path(integration, periode, kommunekode), {"versions": history})
-    return Version(integration, periode, kommunekode, loebenummer, name, changed=True)
+    return Version(integration, periode, kommunekode, loebenummer, name, changed=True, sha256=sha256_hex(data) if loebenummer > 1 else content)
 
 
 def current_versions(state: StateStore, integration: str, periode: str) -> list[Version]:
