@@ -11,9 +11,8 @@ import polars as pl
 from assets.register import PENSIONSBEREGNING, PENSIONSSAGER
 from assets.settlement_rules import (
     active_requests,
-    settle,
+    settle_with_trail,
     settlement_summary,
-    settlement_trail,
     violations_one_outcome,
     violations_settled_le_netto,
 )
@@ -139,9 +138,9 @@ def afregning(
             beregning = register.read("pensionsberegning", periode)
         except RegisterError as exc:
             raise dg.Failure(description=str(exc)) from None
-        settled = settle(active, sager, beregning, periode)
+        settled, trail = settle_with_trail(active, sager, beregning, periode)
         store.write_frame(frame_path(periode, "afregning"), settled)
-        archive_settlement(store, periode, settlement_trail(active, settled, beregning, periode))
+        archive_settlement(store, periode, trail)
         figures[periode] = settlement_figures(settled)
         f = figures[periode]
         context.log.info(

@@ -385,7 +385,7 @@ def national(args: argparse.Namespace, var: Path, persons: int, instructions: in
         print_breakdown(f"settle {periode}", settle_profiled)
         if args.profiles:
             print(f"  profiles kept in {profiles}")
-    args.national_figures = (min(intake_runs), min(settle_runs))
+    args.national_figures = (min(intake_runs), min(settle_runs), min(intake_cpu), min(settle_cpu))
     return 0
 
 
@@ -425,22 +425,46 @@ def compare_with_peer(var: Path, periode: str) -> list[str]:
 
 
 def growth(args: argparse.Namespace, base: Path, persons: int, instructions: int, periode: str) -> None:
+    """Intake and settlement at each share of the scale in its own world, one command each (the
+    100 % figure is the national run's own when it was made)."""
     rows = []
     for share in args.scales:
         if share == 1.0 and getattr(args, "national_figures", None):
-            intake_s, settle_s = args.national_figures
+            intake_s, settle_s, intake_cpu, settle_cpu = args.national_figures
         else:
             var = base / f"growth-{share}"
             var.mkdir()
             n = max(1, round(instructions * share))
             make_world(var, max(100, round(persons * share)), [periode])
             deliver(var, periode, n, seed=2)
-            intake_s = run_command(var, ["intake"])["wall_s"]
-            settle_s = run_command(var, ["settle", periode])["wall_s"]
+            intake = run_command(var, ["intake"])
+            route_exchange(var)
+            settle = run_command(var, ["settle", periode])
+            intake_s, settle_s, intake_cpu, settle_cpu = intake["wall_s"], settle["wall_s"], intake["cpu_s"], settle["cpu_s"]
             shutil.rmtree(var)
-        rows.append((share, intake_s, settle_s))
+        rows.append((share, intake_s, settle_s, intake_cpu, settle_cpu))
+        target = "  (targets at 100 %: intake ≤ 6 s, settle ≤ 4 s)" if share == 1.0 else ""
         print(f"GROWTH {share:4.0%} of the scale ({round(instructions * share):,} instructions, "
-              f"{round(persons * share):,} persons): intake {intake_s:6.2f} s  settle {settle_s:6.2f} s")
+              f"{round(persons * share):,} persons): intake {intake_s:6.2f} s (CPU {intake_cpu:6.2f} s)  "
+              f"settle {settle_s:6.2f} s (CPU {settle_cpu:6.2f} s){target}")
+    if len(rows) >= 2:
+        # Linear growth: the same time per instruction at every scale, less the fixed cost of a
+        # command (FIXED COST above), which weighs more the smaller the scale.
+        per = "  ".join(
+            f"{share:.0%}: intake {i_cpu / (instructions * share / 1e5):5.2f} s, settle {s_cpu / (instructions * share / 1e5):5.2f} s"
+            for share, _, _, i_cpu, s_cpu in rows
+        )
+        first, last = rows[0], rows[-1]
+        factor = last[0] / first[0]
+        print(f"GROWTH CPU seconds per 100,000 instructions: {per}")
+        print(f"GROWTH {last[0]:.0%} / {first[0]:.0%} ({factor:.0f}× the work): intake {last[3] / first[3]:.2f}×, "
+              f"settle {last[4] / first[4]:.2f}× in CPU  (about linear: ≤ {factor:.0f}×)")
+
+
+def route_exchange(var: Path) -> None:
+    from pipelines.emulator import route
+
+    route(var / "exchange")
 
 
 def months(args: argparse.Namespace, base: Path, persons: int, instructions: int) -> int:

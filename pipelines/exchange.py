@@ -383,7 +383,14 @@ def _remove_temporaries_of(fs: fsspec.AbstractFileSystem, path: str) -> None:
     names are pipelines.storage.temp_name_for's: the prefix, 32 hex digits, a hint of the name)."""
     folder, name = posixpath.split(path)
     hint = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}-" + re.escape(name[:48]))
-    for entry in fs.ls(folder, detail=False):
+    # Locally the folder's names straight from the OS: fsspec's listing makes an entry per file,
+    # and a period's send lists OUT/ once per file (hundreds of files: a second per period).
+    entries = (
+        [posixpath.join(folder, n) for n in os.listdir(folder) if n.startswith(TEMP_PREFIX)]
+        if isinstance(fs, LocalFileSystem)
+        else fs.ls(folder, detail=False)
+    )
+    for entry in entries:
         if hint.fullmatch(posixpath.basename(entry.rstrip("/"))):
             try:
                 fs.rm_file(entry)

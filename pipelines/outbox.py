@@ -257,11 +257,13 @@ def record_receipts(client: ExchangeClient, state: StateStore, *, keep: bool = F
 
 def _archived_copies(state: StateStore, receipt_name: str) -> list[str]:
     """The archived copies of `IN/<receipt_name>`, oldest first (`archive/receipts/<name>.<n>`)."""
-    prefix = receipt_name + "."
-    indices = sorted(
-        int(n[len(prefix):]) for n in state.listdir("archive/receipts") if n.startswith(prefix) and n[len(prefix):].isdigit()
-    )
-    return [f"archive/receipts/{prefix}{i}" for i in indices]
+    # The copies are numbered 0, 1, 2, ... without gaps (record_receipts writes copy len(copies)),
+    # so they are found by asking for each in turn: listing archive/receipts, which holds every
+    # receipt ever received, for each receipt would grow with the years (issue 11).
+    copies = []
+    while state.exists(f"archive/receipts/{receipt_name}.{len(copies)}"):
+        copies.append(f"archive/receipts/{receipt_name}.{len(copies)}")
+    return copies
 
 
 def _recorded(state: StateStore, record: dict | None, name: str, raw: bytes) -> bool:

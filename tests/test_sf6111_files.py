@@ -172,3 +172,16 @@ def test_a_wrong_sf2601_file_fails_its_check(made: StateStore) -> None:
     assert not result.passed and "0147: SamletUdbetaltBeloeb" in result.metadata["afvigelser"].value
     path.write_bytes(data.replace(b"<CPR>", b"<CPR>9", 1))
     assert not _transfers_result(made, P).passed
+
+
+def test_the_trail_made_with_the_settlement_is_the_trail_made_after_it() -> None:
+    from tests.test_benchmark import P as PEER_P, hard_cases
+
+    from assets.settlement_rules import active_requests, settle, settle_with_trail, settlement_trail
+
+    for seed in (1, 2):
+        ledger, sager, beregning = hard_cases(seed)
+        active = active_requests(ledger, PEER_P)
+        settled, trail = settle_with_trail(active, sager, beregning, PEER_P)
+        assert settled.equals(settle(active, sager, beregning, PEER_P))
+        assert trail.equals(settlement_trail(active, settled, beregning, PEER_P))
