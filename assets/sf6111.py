@@ -9,10 +9,10 @@ import dagster as dg
 import polars as pl
 
 from assets.delivery import (
+    chosen_versions,
     delivery_receipts_check,
     made_files,
     make_period_files,
-    period_versions,
     send_period_files,
 )
 from assets.settlement import AFREGNING, read_period_frame
@@ -28,6 +28,7 @@ from pipelines.partitions import (
     periods_of,
 )
 from pipelines.resources import PartnersResource, StateResource
+from pipelines.deliveries import read_version
 from pipelines.state import sha256_hex
 
 INTEGRATION = "SF6111"
@@ -60,19 +61,27 @@ def sf6111_files(store, periode: str):
     """P's SF6111 files as make_period_files takes them, from the settlement's rows."""
     settled = read_period_frame(store, periode, "afregning")
     payday = udbetalingsdato(periode)
-    # Every municipality's file with Loebenummer 1 in one pass (the usual case); a later number
-    # (a correction) is encoded from that municipality's rows alone.
-    first = encode_sf6111_files(periode, payday, 1, settled)
     figures = _header_figures(settled)
-    for kommunekode, data in first.items():
-        yield (
-            kommunekode,
-            lambda n, kk=kommunekode, data=data: data if n == 1 else encode_sf6111(
-                kk, periode, payday, n, settled.filter(pl.col("kommunekode") == kk)
-            ),
-            lambda n, kk=kommunekode: sf6111_filnavn(kk, periode, n),
-            figures[kommunekode],
-        )
+    kommuner = sorted(figures)
+    # The files with Loebenummer 1 (the usual case) a group of municipalities at a time in one
+    # pass each: fast, and a national period's 70 MB of XML is not held all at once (the peak
+    # memory of the run, issue 11). A later number (a correction) is encoded from that
+    # municipality's rows alone.
+    for start in range(0, len(kommuner), ENCODE_GROUP):
+        group = kommuner[start : start + ENCODE_GROUP]
+        rows = settled.filter(pl.col("kommunekode").is_in(group))
+        for kommunekode, data in encode_sf6111_files(periode, payday, 1, rows).items():
+            yield (
+                kommunekode,
+                lambda n, kk=kommunekode, data=data: data if n == 1 else encode_sf6111(
+                    kk, periode, payday, n, settled.filter(pl.col("kommunekode") == kk)
+                ),
+                lambda n, kk=kommunekode: sf6111_filnavn(kk, periode, n),
+                figures[kommunekode],
+            )
+
+
+ENCODE_GROUP = 16  # municipalities encoded together
 
 
 @dg.asset(
@@ -136,10 +145,11 @@ def _file_totals(store, periode: str) -> dg.AssetCheckResult:
     settled_sum = int(settled["afregnet_oere"].sum())
     expected = _header_figures(settled)
     made = made_files(store, INTEGRATION, periode)
-    versions = period_versions(store, INTEGRATION, periode)
-    read_in_full = set(sample([v.name for v, _ in versions], periode))
+    versions = chosen_versions(store, INTEGRATION, periode)
+    read_in_full = set(sample([v.name for v in versions], periode))
     wrong, files_sum = [], 0
-    for version, data in versions:
+    for version in versions:  # one file in memory at a time
+        data = read_version(store, version)
         kommunekode, recorded = version.kommunekode, made.get(version.name)
         if recorded is not None and sha256_hex(data) != recorded["sha256"]:
             wrong.append(f"{kommunekode}: {version.name} er ikke den fil afregningen lavede (SHA-256)")
@@ -189,9 +199,15 @@ def ingen_fremmede_traek(context: dg.AssetCheckExecutionContext, state: StateRes
 
 def _foreign_traek(store, periode: str) -> dg.AssetCheckResult:
     settled = read_period_frame(store, periode, "afregning").select("kommunekode", "anmodning_id", "cpr")
-    versions = period_versions(store, INTEGRATION, periode)
-    found, unreadable = traek_keys({v.kommunekode: data for v, data in versions})
-    stray = found.join(settled, on=["kommunekode", "anmodning_id", "cpr"], how="anti")
+    own = settled.partition_by("kommunekode", as_dict=True)
+    nobody = settled.clear()
+    strays, unreadable = [], []
+    for version in chosen_versions(store, INTEGRATION, periode):  # one file in memory at a time
+        found, cannot = traek_keys({version.kommunekode: read_version(store, version)})
+        mine = own.get((version.kommunekode,), nobody)
+        strays.append(found.join(mine, on=["kommunekode", "anmodning_id", "cpr"], how="anti"))
+        unreadable += cannot
+    stray = pl.concat(strays) if strays else pl.DataFrame(schema={"kommunekode": pl.String})
     per_file = stray.group_by("kommunekode").len().sort("kommunekode")
     where = [f"{r['kommunekode']}: {r['len']}" for r in per_file.iter_rows(named=True)]
     where += [f"{kk}: kan ikke læses som SF6111" for kk in unreadable]
