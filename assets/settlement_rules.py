@@ -108,11 +108,17 @@ def settle_with_trail(
             "prioritet (sf6110.md) before settling"
         )
 
-    sag = pensionssager.select("cpr", "doedsdato", har_sag=pl.lit(True))
+    # Only the register rows of the citizens with requests take part: a national register has
+    # 1.5 M rows, and the joins below check their keys' uniqueness (a CPR twice among these
+    # would double requests; one twice among the others changes nothing here).
+    citizens = active.select("cpr")
+    sag = pensionssager.join(citizens, on="cpr", how="semi").select("cpr", "doedsdato", har_sag=pl.lit(True))
     beregning = pensionsberegning
     if "periode" in beregning.columns:  # the calculation for P only (register.md)
         beregning = beregning.filter(pl.col("periode") == periode)
-    beregning = beregning.select("cpr", "netto_oere", "udbetales", har_beregning=pl.lit(True))
+    beregning = beregning.join(citizens, on="cpr", how="semi").select(
+        "cpr", "netto_oere", "udbetales", har_beregning=pl.lit(True)
+    )
 
     requests = (
         active.select(
@@ -163,6 +169,14 @@ def settle_with_trail(
     return settled, trail
 
 
+def _trin() -> pl.Expr:
+    """The 0-based place of each row among its citizen's rows, for rows sorted by cpr: the same
+    as `int_range(len).over("cpr")` without hashing every CPR (300,000 of them nationally)."""
+    index = pl.int_range(pl.len(), dtype=pl.UInt32)
+    first_of_citizen = pl.when((index == 0) | pl.col("cpr").ne_missing(pl.col("cpr").shift(1))).then(index)
+    return index - first_of_citizen.forward_fill()
+
+
 def _priority_walk(requests: pl.DataFrame) -> pl.DataFrame:
     """settlement.md step 3 for citizens whose pension pays out: walk the requests in priority
     order with rest = netto; a request that fits is settled in full, one that does not is A03 and
@@ -174,7 +188,7 @@ def _priority_walk(requests: pl.DataFrame) -> pl.DataFrame:
         requests.sort(WALK_ORDER, nulls_last=True)
         .with_columns(
             borger=pl.col("cpr").rle_id(),  # 0-based index of the citizen (sorted by cpr)
-            trin=pl.int_range(pl.len(), dtype=pl.UInt32).over("cpr"),
+            trin=_trin(),
         )
     )
     rest = walk.filter(pl.col("trin") == 0)["netto_oere"].cast(pl.Int64).clone()  # by borger
@@ -232,7 +246,7 @@ def _trail(outcomes: pl.DataFrame) -> pl.DataFrame:
     """The outcomes with opret_modtaget, prioritet and netto_oere, in walk order with `trin`."""
     return (
         outcomes.sort(WALK_ORDER, nulls_last=True)
-        .with_columns(trin=pl.int_range(pl.len(), dtype=pl.UInt32).over("cpr"))
+        .with_columns(trin=_trin())
         .select([pl.col(name).cast(dtype) for name, dtype in TRAIL_SCHEMA.items()])
     )
 
