@@ -276,6 +276,10 @@ def violations_one_outcome(active: pl.DataFrame, settled: pl.DataFrame) -> pl.Da
     (AFREGNET settles the full amount without a code; AFVIST settles 0 with a code).
 
     Columns: kommunekode, anmodning_id, antal_aktive, antal_udfald, problem. No CPR."""
+    if _one_whole_outcome_each(active, settled):
+        return pl.DataFrame(
+            schema={**{k: pl.String for k in REQUEST}, "antal_aktive": pl.Int64, "antal_udfald": pl.Int64, "problem": pl.String}
+        )
     aktive = active.group_by(REQUEST).agg(antal_aktive=pl.len().cast(pl.Int64))
     udfald = settled.group_by(REQUEST).agg(
         antal_udfald=pl.len().cast(pl.Int64),
@@ -312,6 +316,25 @@ def violations_one_outcome(active: pl.DataFrame, settled: pl.DataFrame) -> pl.Da
         .filter(pl.col("problem").is_not_null())
         .select(*REQUEST, "antal_aktive", "antal_udfald", "problem")
         .sort(REQUEST)
+    )
+
+
+def _one_whole_outcome_each(active: pl.DataFrame, settled: pl.DataFrame) -> bool:
+    """The usual case, recognised without grouping 300,000 requests twice: both frames list the
+    same requests in the same strictly increasing order (so each once), and every outcome is
+    whole. Anything else goes through the full comparison, which names the problems."""
+    keys = active.select(REQUEST)
+    if keys.height != settled.height or not keys.equals(settled.select(REQUEST)):
+        return False
+    kk, aid = pl.col("kommunekode"), pl.col("anmodning_id")
+    increasing = (kk > kk.shift(1)) | ((kk == kk.shift(1)) & (aid > aid.shift(1)))
+    whole = (
+        (pl.col("status") == AFREGNET) & pl.col("kode").is_null() & (pl.col("afregnet_oere") == pl.col("anmodet_oere"))
+    ) | ((pl.col("status") == AFVIST) & pl.col("kode").is_not_null() & (pl.col("afregnet_oere") == 0))
+    return bool(
+        settled.select(
+            (increasing.slice(1).fill_null(False).all() & whole.fill_null(False).all()).alias("ok")
+        ).item()
     )
 
 

@@ -199,13 +199,13 @@ def ingen_fremmede_traek(context: dg.AssetCheckExecutionContext, state: StateRes
 
 def _foreign_traek(store, periode: str) -> dg.AssetCheckResult:
     settled = read_period_frame(store, periode, "afregning").select("kommunekode", "anmodning_id", "cpr")
-    own = settled.partition_by("kommunekode", as_dict=True)
-    nobody = settled.clear()
+    versions = chosen_versions(store, INTEGRATION, periode)
     strays, unreadable = [], []
-    for version in chosen_versions(store, INTEGRATION, periode):  # one file in memory at a time
-        found, cannot = traek_keys({version.kommunekode: read_version(store, version)})
-        mine = own.get((version.kommunekode,), nobody)
-        strays.append(found.join(mine, on=["kommunekode", "anmodning_id", "cpr"], how="anti"))
+    for start in range(0, len(versions), ENCODE_GROUP):  # a group of files in memory at a time
+        group = versions[start : start + ENCODE_GROUP]
+        found, cannot = traek_keys({v.kommunekode: read_version(store, v) for v in group})
+        theirs = settled.filter(pl.col("kommunekode").is_in([v.kommunekode for v in group]))
+        strays.append(found.join(theirs, on=["kommunekode", "anmodning_id", "cpr"], how="anti"))
         unreadable += cannot
     stray = pl.concat(strays) if strays else pl.DataFrame(schema={"kommunekode": pl.String})
     per_file = stray.group_by("kommunekode").len().sort("kommunekode")
