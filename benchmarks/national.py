@@ -15,7 +15,9 @@ median are printed. Then:
 - PEER: benchmarks/peer_duckdb.py, the settlement rules written independently in DuckDB SQL, on
   the same ledger and register; any difference in outcomes or in the SF6111 files fails the
   benchmark (exit status 1). The ratio is product time / peer time (≤ 1.0: the product is faster).
-- GROWTH: intake and settlement at 10 %, 30 % and 100 % of the scale.
+- GROWTH: intake and settlement at 10 %, 30 % and 100 % of the scale (wall and CPU), the CPU
+  seconds per 100,000 instructions at each, and 100 % / 10 % against the 10× of the work
+  (about linear; less, while the fixed cost of a command and the 98 files a period weigh).
 - MONTHS: `--months` monthly cycles at `--month-scale` (default 10 %) on one state store and one
   Dagster instance, run in this process (a command's start-up is the same every month, see FIXED
   COST, so the curve shows what grows with the history): intake of the month's files, settlement, a late correction file, and the
