@@ -6,6 +6,7 @@ reach the recipients are exactly the expected set, repeated only after a kill.""
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,26 +138,21 @@ def _world(tmp_path, broker_url: str) -> World:
     return world
 
 
-KILL_POINTS = [("commit", 1), ("publish", 1), ("record", 2)]
+# The sweep (issue 10 "a kill at many points of haendelser followed by a rerun"): each kill in a
+# fresh copy of the same world, then haendelser again; each kill has its own recipient (kp-<i>),
+# so its own expected BeskedIds and its own dueslag. The points: the publishing loop after the
+# first, a middle and the last message, after the first and a later group of answers recorded,
+# and every other step of writing to the state store (a run has ~30) until the first step at which
+# the run completes.
+# The sweep runs the machinery of the job's two message assets (tests/kill_haendelser.py); the
+# command itself, with its Dagster run, is killed at two of the points below.
+PUBLISH_POINTS = (1, 28, 56)
+RECORD_POINTS = (1, 4)
+MAX_WRITES = 80
 
 
-def _killed_run(world: World, point: str, n: int, env: dict) -> int:
-    """`pensionstraek haendelser 2026-11` in its own process, killed at the n-th `point`
-    (tests/kill_haendelser.py); returns its exit status."""
-    process = subprocess.run(
-        [sys.executable, "-m", "tests.kill_haendelser", point, str(n), "2026-11"],
-        env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return process.returncode
-
-
-def test_haendelser_killed_anywhere_then_run_again(rabbitmq, tmp_path, monkeypatch):
-    agreements = tmp_path / "aftaler.json"
-    agreements.write_text(
+def _agreement(path: Path, modtager: str) -> None:
+    path.write_text(
         json.dumps(
             {
                 "11111111-1111-4111-8111-111111111111": {
@@ -165,48 +161,84 @@ def test_haendelser_killed_anywhere_then_run_again(rabbitmq, tmp_path, monkeypat
                     "services": ["SF1411_D"],
                     "felter": ["Tillaegsprocent"],
                     "kommuner": ["0101"],
-                    "modtager": "kp-test",
+                    "modtager": modtager,
                 }
             }
         )
     )
-    monkeypatch.setenv("PENSIONSTRAEK_AGREEMENTS", str(agreements))
-    monkeypatch.setenv("PENSIONSTRAEK_BESKEDFORDELER_URL", rabbitmq.url)
-    world = _world(tmp_path / "w", rabbitmq.url)
-    opdater_vaerdiliste(world.store(), "11111111-1111-4111-8111-111111111111", [(TILFOEJ_KOMMUNE, "0101")])
-    env = {
-        **os.environ,
-        "PENSIONSTRAEK_REGISTER_URL": str(world.register_dir),
-        "PENSIONSTRAEK_STATE_URL": str(world.state_dir),
-        "PENSIONSTRAEK_EXCHANGE_URL": str(world.exchange_root / "udk-pension"),
-        "DAGSTER_HOME": str(tmp_path / "dagster"),
-    }
+
+
+def _expected(modtager: str) -> set[str]:
+    return {beskedid(SF1411_D, modtager, f"{d:02d}0150{n:04d}", "2026-11", "2026-10") for d in range(1, 29) for n in (1234, 2345)}
+
+
+def _sweep(rabbitmq, tmp_path, points, *, command: bool) -> Counter:
+    """Kill haendelser 2026-11 at each point (in its own copy of the world), run it again, and
+    judge what reached the recipient; returns the kills per kind of point."""
+    from tests import kill_haendelser
+
+    template = _world(tmp_path / "template", rabbitmq.url)
+    opdater_vaerdiliste(template.store(), "11111111-1111-4111-8111-111111111111", [(TILFOEJ_KOMMUNE, "0101")])
     # The distributor as the command runs it, in its own process (stopped by PID with SIGTERM).
     emulator = subprocess.Popen(
         [str(Path(sys.executable).with_name("pensionstraek")), "beskedfordeler", "--url", rabbitmq.url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
     )
+    kills: Counter = Counter()
     try:
-        first = run_job("haendelser", first_periode="2026-10", on=world.instance, definitions=world.defs)
-        assert first.success, first.problems  # the first snapshot: nothing to compare with
-        statuses = [_killed_run(world, point, n, env) for point, n in KILL_POINTS]
-        assert statuses == [-signal.SIGKILL] * 3, statuses
-        outcome = run_job("haendelser", first_periode="2026-11", on=world.instance, definitions=world.defs)
-        assert outcome.success, outcome.problems
+        for i, (point, n) in enumerate(points):
+            root = tmp_path / f"k{i}"
+            shutil.copytree(template.root, root, symlinks=True)
+            world = World(root=root, instance=None)
+            modtager = f"kp-{i}"
+            _agreement(root / "aftaler.json", modtager)
+            (root / "dagster").mkdir()
+            env = {
+                "PENSIONSTRAEK_AGREEMENTS": str(root / "aftaler.json"),
+                "PENSIONSTRAEK_BESKEDFORDELER_URL": rabbitmq.url,
+                "PENSIONSTRAEK_REGISTER_URL": str(world.register_dir),
+                "PENSIONSTRAEK_STATE_URL": str(world.state_dir),
+                "PENSIONSTRAEK_EXCHANGE_URL": str(world.exchange_root / "udk-pension"),
+                "DAGSTER_HOME": str(root / "dagster"),
+            }
+            status = kill_haendelser.haendelser("2026-11", env, point, n, command=command)
+            if status == 0 and point == "write":
+                break  # past the run's last step of writing
+            assert status == -signal.SIGKILL, (point, n, status)
+            kills[point] += 1
+            assert kill_haendelser.haendelser("2026-11", env, command=command) == 0, (point, n)
+            expected = _expected(modtager)
+            store = world.store()
+            assert set(beskeder.outbox(store, "2026-11", ["sf1411d"])["beskedid"]) == expected, (point, n)
+            assert set(beskeder.with_status(store, "2026-11")["status"]) == {"leveret"}, (point, n)
+            got = received_ids(rabbitmq, f"dueslag.{modtager}")
+            assert set(got) == expected, (point, n)  # never a missing one, never another id
+            # A repeat only of what the killed run had published without its answer recorded:
+            # once at most (one kill), and at most as many as it had published.
+            assert max(got.values()) <= 2, (point, n)
+            if point == "publish":
+                assert sum(got.values()) - len(expected) <= n, (point, n)
+            shutil.rmtree(root)
     finally:
         emulator.send_signal(signal.SIGTERM)
         out, err = emulator.communicate(timeout=60)
+        rabbitmq.purge("dueslag.")
     assert emulator.returncode == 0, err
     assert "fordelt (20)" in out
-    expected = {beskedid(SF1411_D, "kp-test", f"{d:02d}0150{n:04d}", "2026-11", "2026-10") for d in range(1, 29) for n in (1234, 2345)}
-    assert set(beskeder.outbox(world.store(), "2026-11", ["sf1411d"])["beskedid"]) == expected
-    assert set(beskeder.with_status(world.store(), "2026-11")["status"]) == {"leveret"}
-    got = received_ids(rabbitmq, "dueslag.kp-test")
-    assert set(got) == expected  # never a missing one, never another id
-    # Repeats only of what a killed run had published without recording its answer: at most what
-    # the killed runs published (none at the commit, 1, then at most all 56).
-    assert 0 < sum(got.values()) - len(expected) <= 1 + len(expected)
-    rabbitmq.purge("dueslag.")
+    return kills
+
+
+def test_haendelser_killed_at_many_points_then_run_again(rabbitmq, tmp_path):
+    points = [("publish", k) for k in PUBLISH_POINTS] + [("record", k) for k in RECORD_POINTS]
+    points += [("write", k) for k in range(1, MAX_WRITES, 2)]
+    kills = _sweep(rabbitmq, tmp_path, points, command=False)
+    # Every publishing and recording point reached, and many steps of writing.
+    assert kills["publish"] == len(PUBLISH_POINTS) and kills["record"] == len(RECORD_POINTS), kills
+    assert kills["write"] >= 8, kills
+
+
+def test_the_haendelser_command_killed_then_run_again(rabbitmq, tmp_path):
+    kills = _sweep(rabbitmq, tmp_path, [("publish", 28), ("write", 3)], command=True)
+    assert kills == Counter({"publish": 1, "write": 1})
