@@ -5,7 +5,6 @@ reach the recipients are exactly the expected set, repeated only after a kill.""
 
 import datetime as dt
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -242,3 +241,63 @@ def test_haendelser_killed_at_many_points_then_run_again(rabbitmq, tmp_path):
 def test_the_haendelser_command_killed_then_run_again(rabbitmq, tmp_path):
     kills = _sweep(rabbitmq, tmp_path, [("publish", 28), ("write", 3)], command=True)
     assert kills == Counter({"publish": 1, "write": 1})
+
+
+# --- The sensor (sf1411-sf2610.md "In Dagster": a new snapshot that passes its contract starts them) ---
+
+
+def test_the_haendelser_sensor_starts_retries_and_rests(fordeler, tmp_path, monkeypatch):
+    from pipelines.partitions import PERIODE
+    from pipelines.resources import BeskedfordelerResource
+    from pipelines.sensors import haendelser_sensor
+
+    agreements = tmp_path / "aftaler.json"
+    _agreement(agreements, "kp-sensor")
+    monkeypatch.setenv("PENSIONSTRAEK_AGREEMENTS", str(agreements))
+    monkeypatch.delenv("PENSIONSTRAEK_BESKEDFORDELER_URL", raising=False)
+    world = _world(tmp_path / "w", fordeler.url)
+    opdater_vaerdiliste(world.store(), "11111111-1111-4111-8111-111111111111", [(TILFOEJ_KOMMUNE, "0101")])
+
+    def tick(url: str = ""):
+        resources = {**world.resources(), "beskedfordeler": BeskedfordelerResource(url=url)}
+        return haendelser_sensor(dg.build_sensor_context(instance=world.instance, resources=resources))
+
+    assert "Ingen pensionssager" in tick().skip_message  # no period known to the instance yet
+    world.instance.add_dynamic_partitions(PERIODE, ["2026-10", "2026-11"])
+    first = tick()
+    assert isinstance(first, dg.RunRequest) and first.partition_key == "2026-11"
+    assert world.store().listdir("beskeder/kontrakt")  # the verdict, for the run's assets to reuse
+
+    # A newer snapshot that fails its contract starts nothing and says why.
+    broken = pl.read_parquet(world.register_dir / "pensionssager" / "2026-11.parquet").with_columns(
+        pl.lit("9999").alias("bopaelskommune")
+    )
+    broken.write_parquet(world.register_dir / "pensionssager" / "2026-12.parquet")
+    world.instance.add_dynamic_partitions(PERIODE, ["2026-12"])
+    refused = tick()
+    assert isinstance(refused, dg.SkipReason) and "holder ikke sin kontrakt" in refused.skip_message
+    (world.register_dir / "pensionssager" / "2026-12.parquet").unlink()
+    world.instance.delete_dynamic_partition(PERIODE, "2026-12")
+
+    # Busy: a haendelser run in progress is not started twice.
+    job = world.defs.resolve_job_def("haendelser")
+    running = world.instance.create_run_for_job(job_def=job, status=dg.DagsterRunStatus.STARTED)
+    assert running.run_id[:8] in tick().skip_message
+    world.instance.report_run_failed(running)
+
+    # The requested run, without a broker: the messages wait in the outbox; nothing to retry yet.
+    outcome = run_job("haendelser", first_periode=first.partition_key, on=world.instance, definitions=world.defs)
+    assert outcome.success, outcome.problems
+    assert set(beskeder.with_status(world.store(), "2026-11")["status"]) == {"venter"}
+    assert "intet venter" in tick().skip_message
+    # With a broker they are retried: a run for the newest period, once per retry interval.
+    again = tick(fordeler.url)
+    assert isinstance(again, dg.RunRequest) and again.partition_key == "2026-11" and "-igen-" in again.run_key
+    assert tick(fordeler.url).run_key == again.run_key
+    monkeypatch.setenv("PENSIONSTRAEK_BESKEDFORDELER_URL", fordeler.url)
+    outcome = run_job("haendelser", first_periode=again.partition_key, on=world.instance, definitions=world.defs)
+    assert outcome.success, outcome.problems
+    assert set(beskeder.with_status(world.store(), "2026-11")["status"]) == {"leveret"}
+    assert set(received_ids(fordeler, "dueslag.kp-sensor")) == _expected("kp-sensor")
+    # Everything delivered, nothing new: the sensor rests.
+    assert isinstance(tick(fordeler.url), dg.SkipReason)
