@@ -1,5 +1,6 @@
 """The machinery behind the sf1411d and sf2610 assets, the `haendelser` command and the benchmark:
 which snapshots are compared, and delivering what waits in the outbox (sf1411-sf2610.md).
+`make_and_deliver` is the one shell both message assets run (make once, commit, publish, count).
 
 P′ is the newest earlier period whose pensionssager snapshot passes its contract; without one, P
 is the first snapshot the pipeline sees and makes no messages (but is marked made, so that it
