@@ -18,8 +18,12 @@ import signal
 from collections import Counter
 
 POINTS = ("write", "publish", "record")
+# One fork server per pytest process: tests/test_intake_crash.py uses it too, so its preloads
+# are kept in the list (whichever test module starts the server first, both start fast).
 _FORKS = multiprocessing.get_context("forkserver")
-_FORKS.set_forkserver_preload(["pipelines.definitions", "pipelines.runner", "pipelines.haendelser", "tests.kill_haendelser"])
+_FORKS.set_forkserver_preload(
+    ["pipelines.definitions", "pipelines.runner", "pipelines.haendelser", "pipelines.intake", "tests.world", "tests.kill_haendelser"]
+)
 
 
 def _dying(original, n: int):
