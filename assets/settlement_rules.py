@@ -344,10 +344,10 @@ def violations_settled_le_netto(settled: pl.DataFrame, pensionsberegning: pl.Dat
 
     Columns: cpr, afregnet_oere, netto_oere. The cpr is in full: mask it (mask_cpr_expr) before
     it goes anywhere near metadata or a log."""
+    per_cpr = settled.group_by("cpr").agg(afregnet_oere=pl.col("afregnet_oere").sum().cast(pl.Int64))
+    netto = pensionsberegning.join(per_cpr.select("cpr"), on="cpr", how="semi").select("cpr", "netto_oere")
     return (
-        settled.group_by("cpr")
-        .agg(afregnet_oere=pl.col("afregnet_oere").sum().cast(pl.Int64))
-        .join(pensionsberegning.select("cpr", "netto_oere"), on="cpr", how="left")
+        per_cpr.join(netto, on="cpr", how="left")
         .filter(pl.col("afregnet_oere") > pl.col("netto_oere").fill_null(0))
         .sort("cpr")
     )
