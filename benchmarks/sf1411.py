@@ -204,13 +204,13 @@ def _process_tree(pid: int) -> list[int]:
     return pids
 
 
-def cpu_seconds(pid: int) -> float:
-    """user+sys of the service and its worker processes."""
-    total = 0
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """user and sys seconds of the service and its worker processes."""
+    user = system = 0
     for p in _process_tree(pid):
         fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user / os.sysconf("SC_CLK_TCK"), system / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mib(pid: int) -> tuple[float, float]:
@@ -245,7 +245,9 @@ def drive(port: int, certs: Path, cprs: list[str], *, seconds: float, clients: i
         time.sleep(seconds / 2)
     rss_during, _ = rss_mib(service_pid)
     results = [queue.get() for _ in workers]
-    cpu_used = cpu_seconds(service_pid) - cpu_before
+    cpu_after = cpu_seconds(service_pid)
+    cpu_used = sum(cpu_after) - sum(cpu_before)
+    sys_used = cpu_after[1] - cpu_before[1]
     for w in workers:
         w.join()
     latencies = array("q")
@@ -264,6 +266,7 @@ def drive(port: int, certs: Path, cprs: list[str], *, seconds: float, clients: i
         "unsent": sum(r[2] for r in results),
         "generator_cpu": sum(r[3] for r in results),
         "service_cpu": cpu_used,
+        "service_sys": sys_used,
         "rss": rss_during,
         "first_watch": min(firsts) if firsts else None,
         "during": extra,
@@ -293,6 +296,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000, help="offered look-ups/s in the sustained phase")
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per process")
+    parser.add_argument("--workers", type=int, default=1, help="the service's worker processes (serve --workers)")
+    parser.add_argument("--phases", default="capacity,sustained,switch", help="which of capacity, sustained, switch to run")
     parser.add_argument("--profile", type=Path, help="folder: the service runs under pyinstrument, one generator under cProfile")
     args = parser.parse_args()
 
@@ -323,10 +328,10 @@ def main() -> int:
 
         port = _free_port()
         log = open(var / "serve.log", "wb")
-        command = [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)]
+        command = [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--workers", str(args.workers)]
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
-            command[1:1] = ["-m", "pyinstrument", "-o", str(args.profile.resolve() / "service.txt")]
+            command[1:1] = ["-m", "pyinstrument", "--show-all", "-o", str(args.profile.resolve() / "service.txt")]
         service = subprocess.Popen(command, cwd=var, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT)
         certs = var / "var" / "service"
         try:
@@ -345,8 +350,9 @@ def main() -> int:
             load = {"clients": args.clients, "connections": args.connections, "service_pid": service.pid}
             profile = str(args.profile.resolve()) if args.profile else None
 
-            capacity = drive(port, certs, cprs, seconds=args.seconds, rate=0, profile=profile, **load)
-            sustained = drive(port, certs, cprs, seconds=args.seconds, rate=args.rate, **load)
+            phases = args.phases.split(",")
+            capacity = drive(port, certs, cprs, seconds=args.seconds, rate=0, profile=profile, **load) if "capacity" in phases else None
+            sustained = drive(port, certs, cprs, seconds=args.seconds, rate=args.rate, **load) if "sustained" in phases else None
 
             # The switch: P2 taken in while a paced load goes on.
             def take_in_p2() -> dict:
@@ -362,7 +368,7 @@ def main() -> int:
 
             switch_seconds = max(args.seconds, 8 + args.persons / 100_000)
             switch = drive(port, certs, cprs, seconds=switch_seconds, clients=1, connections=2, rate=100,
-                           service_pid=service.pid, watch=P2, during=take_in_p2)
+                           service_pid=service.pid, watch=P2, during=take_in_p2) if "switch" in phases else None
             _, rss_peak = rss_mib(service.pid)
             audit_lines = sum(len(p.read_bytes().splitlines()) for p in (var / "state" / "sf1411" / "audit").rglob("*.jsonl"))
         finally:
@@ -376,6 +382,8 @@ def main() -> int:
 
         connections = args.clients * args.connections
         for name, phase in (("capacity (closed loop)", capacity), (f"sustained (offered {args.rate:.0f}/s)", sustained)):
+            if phase is None:
+                continue
             print(
                 f"{name}: {phase['calls']} look-ups in {args.seconds:.0f} s over {connections} keep-alive mutual-TLS connections "
                 f"({args.clients} processes): {phase['rate']:.0f}/s [target >= 1,000/s]; "
@@ -385,13 +393,13 @@ def main() -> int:
             )
             print(
                 f"  CPU: service {phase['service_cpu'] * 1000 / max(phase['calls'], 1):.3f} ms per look-up "
-                f"({phase['service_cpu'] / args.seconds * 100:.0f} % of a core), "
+                f"({phase['service_cpu'] / args.seconds * 100:.0f} % of a core, {phase['service_sys'] / max(phase['service_cpu'], 1e-9) * 100:.0f} % of it sys), "
                 f"load generator {phase['generator_cpu'] * 1000 / max(phase['calls'], 1):.3f} ms per look-up "
                 f"({phase['generator_cpu'] / args.seconds * 100:.0f} % of a core)"
             )
-        print(f"service memory: RSS {capacity['rss']:.0f} MiB under load, peak (VmHWM, through the switch) {rss_peak:.0f} MiB [target < 1 GiB]")
-        taken = switch["during"]
-        first = switch["first_watch"]
+        print(f"service memory: RSS {(capacity or sustained or switch)['rss']:.0f} MiB under load, peak (VmHWM, through the switch) {rss_peak:.0f} MiB [target < 1 GiB]")
+        taken = switch["during"] if switch else None
+        first = switch["first_watch"] if switch else None
         print(
             f"snapshot switch: {P2} Dagster run {taken['done'] - taken['began']:.1f} s, asset build {taken['build']:.1f} s; "
             + (
@@ -400,7 +408,7 @@ def main() -> int:
                 if first else f"no answer named {P2} within the phase [target < 10 s]"
             )
             + f"; errors during the switch {switch['errors']}"
-        )
+        ) if switch else None
         print(f"audit: {audit_lines} records")
         print(f"load average (shared machine): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         if args.profile:
