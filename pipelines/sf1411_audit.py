@@ -50,7 +50,6 @@ class AuditLog:
         self._scheduled = False
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._fd: int | None = None
         self._day: str | None = None
         self.batches = 0  # how many fsyncs (records per fsync: the tests, the benchmark)
@@ -69,31 +68,32 @@ class AuditLog:
         self._scheduled = False
         batch, self._pending = self._pending, []
         if self._writer is None:
-            self._loop = loop
             self._writer = threading.Thread(target=self._write_loop, name="sf1411-audit", daemon=True)
             self._writer.start()
-        self._queue.put(batch)
+        self._queue.put((loop, batch))
 
     def _write_loop(self) -> None:
         while True:
-            batch = self._queue.get()
-            if batch is None:
+            item = self._queue.get()
+            if item is None:
                 return
+            given = [item]
             while not self._queue.empty():  # what queued up during the last fsync goes in this one
                 more = self._queue.get()
                 if more is None:
                     self._queue.put(None)
                     break
-                batch = batch + more
+                given.append(more)
             try:
-                self._append(b"".join(line for line, _ in batch))
+                self._append(b"".join(line for _, batch in given for line, _ in batch))
                 error = None
             except Exception as exc:  # noqa: BLE001 - the callers answer with a server fault, not a lie
                 error = exc
-            try:
-                self._loop.call_soon_threadsafe(self._release, batch, error)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                return
+            for loop, batch in given:
+                try:
+                    loop.call_soon_threadsafe(self._release, batch, error)
+                except RuntimeError:  # that loop is closed: nobody there is waiting any more
+                    continue
 
     @staticmethod
     def _release(batch: list[tuple[bytes, asyncio.Future]], error: Exception | None) -> None:
