@@ -296,7 +296,6 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=1000, help="offered look-ups/s in the sustained phase")
     parser.add_argument("--clients", type=int, default=2, help="load-generator processes")
     parser.add_argument("--connections", type=int, default=8, help="keep-alive connections per process")
-    parser.add_argument("--workers", type=int, default=1, help="the service's worker processes (serve --workers)")
     parser.add_argument("--phases", default="capacity,sustained,switch", help="which of capacity, sustained, switch to run")
     parser.add_argument("--profile", type=Path, help="folder: the service runs under pyinstrument, one generator under cProfile")
     args = parser.parse_args()
@@ -328,7 +327,7 @@ def main() -> int:
 
         port = _free_port()
         log = open(var / "serve.log", "wb")
-        command = [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port), "--workers", str(args.workers)]
+        command = [sys.executable, "-m", "pipelines.cli", "serve", "--port", str(port)]
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
             command[1:1] = ["-m", "pyinstrument", "--show-all", "-o", str(args.profile.resolve() / "service.txt")]

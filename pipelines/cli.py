@@ -275,7 +275,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from pipelines.sf1411_service import serve
 
-    return serve(args.host, args.port, workers=args.workers)
+    return serve(args.host, args.port)
 
 
 def _state_store():
@@ -491,7 +491,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the SF1411 web service (SOAP 1.1 over mutual TLS)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8443)
-    serve.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
     serve.set_defaults(func=cmd_serve)
     return parser
 

@@ -332,12 +332,6 @@ def build_app(agreements: dict[str, Agreement], state: StateStore) -> App:
     return App(Sf1411(agreements, state))
 
 
-def worker_app() -> App:
-    """The app of one worker process (`serve --workers N`): the configuration `serve` judged
-    before it started the workers, read again from the same environment."""
-    return build_app(load_agreements(), local_state())
-
-
 # --- logs: never a CPR ------------------------------------------------------------------------------
 
 
@@ -361,24 +355,18 @@ def _log_config() -> dict:
     return config
 
 
-def serve(host: str = "127.0.0.1", port: int = 8443, var: Path = Path("./var"), workers: int = 1) -> int:
+def serve(host: str = "127.0.0.1", port: int = 8443, var: Path = Path("./var")) -> int:
     """`pensionstraek serve`: judge the configuration (one line naming the variable when wrong),
-    then serve until stopped. With workers > 1, that many processes share the listening socket,
-    each with its own snapshot reference, pointer poll and audit segment (docs/decisions.md)."""
+    then serve until stopped. One process: a second worker on the 2 cores measured slower
+    (docs/decisions.md)."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
-
-    if workers < 1:
-        raise ConfigError(f"--workers {workers}: at least one worker process")
 
     agreements = load_agreements()
     state = local_state()
     files, embedded = service_certificates(var)
     check_certificates(files)
     config = uvicorn.Config(
-        build_app(agreements, state) if workers == 1 else f"{__name__}:worker_app",
-        factory=workers > 1,
-        workers=workers,
+        build_app(agreements, state),
         host=host,
         port=port,
         ssl_certfile=str(files.server_cert),
@@ -402,8 +390,5 @@ def serve(host: str = "127.0.0.1", port: int = 8443, var: Path = Path("./var"), 
             f"'https://{'localhost' if host in ('127.0.0.1', '0.0.0.0') else host}:{port}/sf1411?wsdl'",
             flush=True,
         )
-    if workers == 1:
-        uvicorn.Server(config).run()
-    else:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    uvicorn.Server(config).run()
     return 0
