@@ -25,8 +25,11 @@ from contracts.sf6110 import (
     MODTAGET,
     UKENDT_KOMMUNEKODE,
     FileRejected,
+    RequestFile,
     decode_request_file,
     u01_element_expr,
+    u01_first_offence,
+    u01_offence_frame,
 )
 from pipelines.calendar import TZ
 from pipelines.calendar import first_open_period as calendar_first_open_period
@@ -45,6 +48,27 @@ OUTCOME_SCHEMA = pl.Schema(
 
 # The columns of a pension case that U03–U05 look at (register.md `pensionssager`).
 CASE_COLUMNS = ("cpr", "sagsstatus", "bopaelskommune", "administrationskommune", "doedsdato")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What judging a file takes from its bytes alone (`prepare_file`): pure, so that the files of
+    a run are prepared on every core (pipelines/intake.py) while they are judged in order."""
+
+    sha256: str
+    decoded: RequestFile | FileRejected | None  # None: over max_bytes (F06: never parsed)
+    offences: pl.DataFrame | None  # contracts.sf6110.u01_offence_frame of a RequestFile
+
+
+def prepare_file(data: bytes, *, received: dt.datetime, max_bytes: int | None = None) -> Prepared:
+    """Decode the file and evaluate U01's value rules on its instructions (on the received date)."""
+    if max_bytes is not None and len(data) > max_bytes:
+        return Prepared(sha256_hex(data), None, None)
+    decoded = decode_request_file(data)
+    offences = None
+    if isinstance(decoded, RequestFile):
+        offences = u01_offence_frame(decoded.instructions, received_second(received).astimezone(TZ).date())
+    return Prepared(sha256_hex(data), decoded, offences)
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,7 @@ def judge_file(
     ledger: pl.DataFrame,
     max_bytes: int | None = None,
     first_open_period: Callable[[dt.datetime], str] = calendar_first_open_period,
+    prepared: Prepared | None = None,
 ) -> FileDecision:
     """The decision for one delivered SF6110 file. `max_bytes` is PENSIONSTRAEK_MAX_SF6110_BYTES. `accepted_before` holds (sender, sha256 hex) of
     the files accepted at file level earlier; `ledger` the instructions registered earlier
@@ -85,7 +110,9 @@ def judge_file(
     # so its Kommunekode is unknown: the kvittering says 0000).
     if max_bytes is not None and len(data) > max_bytes:
         return _file_rejected("F06", None)
-    decoded = decode_request_file(data)
+    # `prepared`: made from these bytes by `prepare_file` (maybe in another process).
+    prepared = prepared or prepare_file(data, received=received, max_bytes=max_bytes)
+    decoded = prepared.decoded
     if isinstance(decoded, FileRejected):
         return _file_rejected(decoded.kode, decoded.kommunekode)
 
@@ -94,7 +121,7 @@ def judge_file(
     if kommunekode not in kommunekoder() or not partners.may_send_sf6110(sender, kommunekode):
         return _file_rejected("F04", kommunekode)
     # F05: only an earlier file ACCEPTED at file level counts; a copy of a rejected one is judged afresh.
-    if (sender, sha256_hex(data)) in accepted_before:
+    if (sender, prepared.sha256) in accepted_before:
         return _file_rejected("F05", kommunekode)
 
     outcomes = judge_instructions(
@@ -104,6 +131,7 @@ def judge_file(
         pensionssager=pensionssager,
         ledger=ledger,
         first_open_period=first_open_period,
+        offences=prepared.offences,
     )
     registered = registrations(
         decoded.instructions,
@@ -129,9 +157,11 @@ def judge_instructions(
     pensionssager: pl.DataFrame,
     ledger: pl.DataFrame,
     first_open_period: Callable[[dt.datetime], str] = calendar_first_open_period,
+    offences: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """sf6110.md "Intake: instruction-level outcome" for the instructions of an accepted file
-    (contracts.sf6110.INSTRUCTION_SCHEMA): one OUTCOME_SCHEMA row per instruction, in file order."""
+    (contracts.sf6110.INSTRUCTION_SCHEMA): one OUTCOME_SCHEMA row per instruction, in file order.
+    `offences`: their `u01_offence_frame` on the received date, when already evaluated."""
     received = received_second(received)
     judged_on = received.astimezone(TZ).date()  # README: a CPR is judged on the received date
     open_from = first_open_period(received)
@@ -170,7 +200,7 @@ def judge_instructions(
     )
     return (
         instructions.lazy()
-        .with_columns(u01_element_expr(judged_on))
+        .with_columns(u01_element_expr(judged_on) if offences is None else u01_first_offence(offences))
         .join(_cases_of(pensionssager, instructions).lazy(), on="cpr", how="left", maintain_order="left")
         .join(_ledger_history(ledger, kommunekode).lazy(), on="anmodning_id", how="left", maintain_order="left")
         .with_columns(kode=kode)
