@@ -32,6 +32,7 @@ from itertools import accumulate
 
 import polars as pl
 
+from assets import sf6110_rules
 from assets.sf6110_rules import Prepared, judge_file, prepare_file
 from contracts.cpr import mask_cpr, mask_text
 from contracts.envelope import (
@@ -182,7 +183,8 @@ class _Preparer:
     def submit(self, data: bytes, received: dt.datetime) -> Callable[[], Prepared]:
         if self.pool is None:
             return lambda: prepare_file(data, received=received, max_bytes=self.max_bytes)
-        future = self.pool.submit(prepare_file, data, received=received, max_bytes=self.max_bytes)
+        # By its module's name: what the worker imports (and runs) is the rules' own function.
+        future = self.pool.submit(sf6110_rules.prepare_file, data, received=received, max_bytes=self.max_bytes)
 
         def result() -> Prepared:
             try:
