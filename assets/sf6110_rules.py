@@ -58,6 +58,7 @@ class Prepared:
     sha256: str
     decoded: RequestFile | FileRejected | None  # None: over max_bytes (F06: never parsed)
     offences: pl.DataFrame | None  # contracts.sf6110.u01_offence_frame of a RequestFile
+    u01_element: pl.Series | None = None  # u01_first_offence of `offences`
 
 
 def prepare_file(data: bytes, *, received: dt.datetime, max_bytes: int | None = None) -> Prepared:
@@ -65,10 +66,35 @@ def prepare_file(data: bytes, *, received: dt.datetime, max_bytes: int | None = 
     if max_bytes is not None and len(data) > max_bytes:
         return Prepared(sha256_hex(data), None, None)
     decoded = decode_request_file(data)
-    offences = None
-    if isinstance(decoded, RequestFile):
-        offences = u01_offence_frame(decoded.instructions, received_second(received).astimezone(TZ).date())
-    return Prepared(sha256_hex(data), decoded, offences)
+    if not isinstance(decoded, RequestFile):
+        return Prepared(sha256_hex(data), decoded, None)
+    offences = u01_offence_frame(decoded.instructions, received_second(received).astimezone(TZ).date())
+    return Prepared(sha256_hex(data), decoded, offences, u01_first_offence(offences))
+
+
+class CaseIndex:
+    """The pension cases of one snapshot by CPR, for judging the many files of a run against it:
+    a national snapshot has 1.5 million rows, and looking a file's CPRs up by scanning them all
+    cost each file tens of milliseconds (issue 11). Made on the second look-up, so a run of one
+    file scans as before; a snapshot with a CPR twice is always scanned (`_cases_of` refuses it
+    when a file names that CPR)."""
+
+    def __init__(self, pensionssager: pl.DataFrame):
+        self.pensionssager = pensionssager
+        self._lookups = 0
+        self._rows: dict[str, int] = {}
+
+    def cases_of(self, instructions: pl.DataFrame) -> pl.DataFrame:
+        self._lookups += 1
+        if self._lookups == 2 and all(c in self.pensionssager.columns for c in CASE_COLUMNS):
+            cprs = self.pensionssager["cpr"].to_list()
+            rows = {cpr: row for row, cpr in enumerate(cprs)}
+            self._rows = rows if len(rows) == len(cprs) else {}
+        if not self._rows:
+            return _cases_of(self.pensionssager, instructions)
+        rows = self._rows
+        found = sorted({rows[cpr] for cpr in instructions["cpr"].to_list() if cpr in rows})
+        return self.pensionssager.select(CASE_COLUMNS)[pl.Series(found, dtype=pl.UInt32)]
 
 
 @dataclass(frozen=True)
@@ -101,6 +127,7 @@ def judge_file(
     max_bytes: int | None = None,
     first_open_period: Callable[[dt.datetime], str] = calendar_first_open_period,
     prepared: Prepared | None = None,
+    cases: CaseIndex | None = None,
 ) -> FileDecision:
     """The decision for one delivered SF6110 file. `max_bytes` is PENSIONSTRAEK_MAX_SF6110_BYTES. `accepted_before` holds (sender, sha256 hex) of
     the files accepted at file level earlier; `ledger` the instructions registered earlier
@@ -131,7 +158,8 @@ def judge_file(
         pensionssager=pensionssager,
         ledger=ledger,
         first_open_period=first_open_period,
-        offences=prepared.offences,
+        u01_element=prepared.u01_element,
+        cases=cases,
     )
     registered = registrations(
         decoded.instructions,
@@ -157,11 +185,13 @@ def judge_instructions(
     pensionssager: pl.DataFrame,
     ledger: pl.DataFrame,
     first_open_period: Callable[[dt.datetime], str] = calendar_first_open_period,
-    offences: pl.DataFrame | None = None,
+    u01_element: pl.Series | None = None,
+    cases: CaseIndex | None = None,
 ) -> pl.DataFrame:
     """sf6110.md "Intake: instruction-level outcome" for the instructions of an accepted file
     (contracts.sf6110.INSTRUCTION_SCHEMA): one OUTCOME_SCHEMA row per instruction, in file order.
-    `offences`: their `u01_offence_frame` on the received date, when already evaluated."""
+    `u01_element`: their first U01 offence (`prepare_file`), when already evaluated; `cases`:
+    the `CaseIndex` of `pensionssager`, when many files are judged against it."""
     received = received_second(received)
     judged_on = received.astimezone(TZ).date()  # README: a CPR is judged on the received date
     open_from = first_open_period(received)
@@ -200,8 +230,11 @@ def judge_instructions(
     )
     return (
         instructions.lazy()
-        .with_columns(u01_element_expr(judged_on) if offences is None else u01_first_offence(offences))
-        .join(_cases_of(pensionssager, instructions).lazy(), on="cpr", how="left", maintain_order="left")
+        .with_columns(u01_element_expr(judged_on) if u01_element is None else u01_element)
+        .join(
+            (_cases_of(pensionssager, instructions) if cases is None else cases.cases_of(instructions)).lazy(),
+            on="cpr", how="left", maintain_order="left",
+        )  # fmt: skip
         .join(_ledger_history(ledger, kommunekode).lazy(), on="anmodning_id", how="left", maintain_order="left")
         .with_columns(kode=kode)
         .select(

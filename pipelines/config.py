@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from contracts.codes import kommunekoder
 
 EXCHANGE_URL = "PENSIONSTRAEK_EXCHANGE_URL"
 SFTP_KEY = "PENSIONSTRAEK_SFTP_KEY"
@@ -52,6 +51,15 @@ VARIABLES: dict[str, tuple[str, str]] = {
     RECEIPT_TIMEOUT_MINUTES: ("60", "minutter før en sendt fil uden teknisk kvittering vises som manglende"),
     "DAGSTER_HOME": (DEFAULTS["DAGSTER_HOME"], "Dagster-instansen (dagster.yaml; SQLite som standard)"),
 }
+
+
+def kommunekoder() -> frozenset[str]:
+    """contracts.codes.kommunekoder, imported when a partner file is judged: the code list is
+    read with polars, which a command that judges none (`pensionstraek --help`, `exchange
+    route`) need not import (issue 11, the fixed cost of a command)."""
+    from contracts.codes import kommunekoder as codes
+
+    return codes()
 
 
 class ConfigError(Exception):

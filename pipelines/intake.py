@@ -33,7 +33,7 @@ from itertools import accumulate
 import polars as pl
 
 from assets import sf6110_rules
-from assets.sf6110_rules import Prepared, judge_file, prepare_file
+from assets.sf6110_rules import CaseIndex, Prepared, judge_file, prepare_file
 from contracts.cpr import mask_cpr, mask_text
 from contracts.envelope import (
     METADATA_SUFFIX,
@@ -218,8 +218,10 @@ class _Judge:
         self.run_id = run_id
         self.partners = partners
         self.pensionssager = pensionssager
+        self.cases = CaseIndex(pensionssager)
         self.snapshot = snapshot
         self.ledger = state.ledger()
+        self.outcomes: dict[str, pl.DataFrame] = {}
         self.accepted_before = {
             (d["afsender"], d["sha256"]) for d in state.decisions() if d["status"] == "MODTAGET"
         }
@@ -239,6 +241,7 @@ class _Judge:
             ledger=self.ledger,
             max_bytes=self.max_bytes,
             prepared=prepared,
+            cases=self.cases,
         )
         rejected = decision.outcomes.filter(pl.col("status") == "AFVIST")
         record = {
@@ -267,6 +270,7 @@ class _Judge:
             self.ledger = pl.concat([self.ledger, decision.registered.select(self.ledger.columns)])
         if decision.status == "MODTAGET":
             self.accepted_before.add((sender, record["sha256"]))
+        self.outcomes[uuid] = decision.outcomes  # as committed: the kvittering needs not read them back
         return record
 
 
@@ -358,7 +362,7 @@ def _answer(
         modtaget=dt.datetime.fromisoformat(record["modtaget"]),
         status=record["status"],
         kode=record["kode"],
-        outcomes=state.outcomes(uuid),
+        outcomes=judge.outcomes.pop(uuid) if uuid in judge.outcomes else state.outcomes(uuid),
     )
     send(
         client,
