@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
 from collections import Counter, deque
 from collections.abc import Callable
@@ -108,6 +109,7 @@ class IntakeReport:
 # Below this many bytes waiting, the files are prepared in this process: starting the workers
 # (a Python each, importing polars) costs more than it saves.
 PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+WORKER_NICENESS = 5
 
 
 def run_intake(
@@ -170,7 +172,11 @@ class _Preparer:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            # The workers only read ahead: the command's own process, which judges, writes and
+            # answers in order, is the run's critical path, so the workers yield the CPU to it.
+            self.pool = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(WORKER_NICENESS,)
+            )
             self.lookahead = 2 * workers  # keeps every worker busy while one file is answered
 
     def __enter__(self) -> "_Preparer":
