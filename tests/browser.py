@@ -16,7 +16,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -197,14 +197,7 @@ def _wait_until_up(ui: UI, timeout: float = 150) -> None:
 
 def _stop(process: subprocess.Popen) -> None:
     # Only the process group this module started (start_new_session: its id is the PID).
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+    stop_process(process, group=True)
 
 
 @contextlib.contextmanager

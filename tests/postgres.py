@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.processes import stop_process
 
 HOST = "127.0.0.1"
 ACCOUNT = "pensionstraek-test"  # runs the server when the tests run as root
@@ -84,13 +85,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Fast shutdown (SIGINT) of exactly the server this object started, then its files."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_process(self.process, how=signal.SIGINT)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests.processes import stop_process
 
 RABBIT_BIN = Path("/usr/lib/rabbitmq/bin")
 SERVER = RABBIT_BIN / "rabbitmq-server"
@@ -75,16 +75,8 @@ class Broker:
     def stop(self) -> None:
         """Stop the broker by its PID (SIGTERM to its process group, then SIGKILL)."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        if process is not None:
+            stop_process(process, group=True)
 
     def restart(self) -> None:
         self.stop()
@@ -121,13 +113,7 @@ class Broker:
 
     def shutdown(self) -> None:
         self.stop()
-        if self.epmd.poll() is None:
-            self.epmd.terminate()
-            try:
-                self.epmd.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.epmd.kill()
-                self.epmd.wait(timeout=5)
+        stop_process(self.epmd, timeout=10)
 
 
 def require_broker() -> None:

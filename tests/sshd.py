@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.exchange import ExchangeResource
+from tests.processes import stop_process
 
 SSHD = Path("/usr/sbin/sshd")
 ACCOUNTS = ("udk-pension", "kp", "ky")
@@ -116,12 +117,7 @@ class SftpServer:
         its files stay, so `start_listening` brings it back on the same port with the same keys."""
         if self.process.poll() is None:
             self.drop_connections()
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+            stop_process(self.process, timeout=5)
 
     def start_listening(self) -> None:
         """Start the stopped server again on its port (same configuration, same host key)."""
@@ -155,12 +151,7 @@ class SftpServer:
         """Stop the connections, then exactly the listener this object started, then remove its files."""
         if self.process.poll() is None:
             self.drop_connections()
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+            stop_process(self.process, timeout=5)
         shutil.rmtree(self.base, ignore_errors=True)
 
 

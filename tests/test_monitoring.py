@@ -9,7 +9,6 @@ pensionssager snapshot is a named pipe: intake blocks reading it until the test 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import signal
@@ -30,6 +29,7 @@ from pipelines.schedules import maanedlig_afregning
 from tests.test_cli import pensionstraek
 from tests.test_intake import ALICE, SNAPSHOT, opret, write_pensionssager
 from tests.world import World, request_file
+from tests.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -366,11 +366,5 @@ def test_a_sensor_launched_intake_killed_with_9_is_failed_and_its_work_done_with
         assert w.in_names("udk-pension", "SF6110_*") == []  # the waiting file was taken in
         assert w.store().decisions()[0]["status"] == "MODTAGET"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(daemon.pid, signal.SIGTERM)  # the group this test started: daemon, code server, workers
-        try:
-            daemon.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
-            daemon.wait(timeout=10)
+        stop_process(daemon, group=True, timeout=60)  # the group this test started: daemon, code server, workers
         log.close()
