@@ -141,16 +141,19 @@ def child(spec: dict) -> int:
         profiler.start()
     from pipelines.cli import main as cli_main
 
+    sampler = _FamilyMemory()
+    sampler.start()
     imported = time.perf_counter()
     status = cli_main(spec["argv"])
     finished = time.perf_counter()
+    sampler.stop()
     report = {
         "status": status,
         "import_s": imported - started,
         "command_s": finished - imported,
         "peak_mib": peak_rss_mib(),
-        # The largest of the command's own child processes (the intake's decoding workers).
-        "peak_children_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        # The command and its child processes together (the intake's decoding workers), sampled.
+        "peak_family_mib": sampler.peak_mib,
     }
     if profiler is not None:
         profiler.stop()
@@ -160,6 +163,41 @@ def child(spec: dict) -> int:
         report["categories"], report["steps"] = breakdown(session.root_frame())
     Path(spec["report"]).write_text(json.dumps(report))
     return 0
+
+
+class _FamilyMemory:
+    """The largest sum of resident memory of this process and its children, sampled every 0.1 s
+    (the children's own peaks are not in VmHWM, and ru_maxrss of children counts the parent's
+    pages at the fork)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_mib = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = str(os.getpid())
+        while not self._done.wait(0.1):
+            total = 0
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                    if entry.name == me or fields[1] == me:
+                        total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+                except (OSError, IndexError, ValueError):
+                    continue
+            self.peak_mib = max(self.peak_mib, total / 2**20)
 
 
 def peak_rss_mib() -> float:
@@ -333,7 +371,7 @@ def national(args: argparse.Namespace, var: Path, persons: int, instructions: in
         intake_runs.append(report["wall_s"])
         intake_cpu.append(report["cpu_s"])
         peaks.append(report["peak_mib"])
-        worker_peaks.append(report.get("peak_children_mib", 0.0))
+        worker_peaks.append(report.get("peak_family_mib", 0.0))
     print(f"  {report['stdout']}")
     intake_profiled = report
     route(var / "exchange")  # the kvitteringer reach KP, their technical receipts come back
@@ -355,7 +393,7 @@ def national(args: argparse.Namespace, var: Path, persons: int, instructions: in
     print(f"SETTLEMENT {periode} with SF6111 + SF2601 ({sent} files sent), envelopes and checks, through the CLI: "
           f"{figures(settle_runs, settle_cpu)}  (target ≤ 4 s)")
     print(f"PEAK MEMORY (max RSS of one command): {max(peaks):,.0f} MiB  (target < 1024 MiB); "
-          f"each intake decoding worker at most {max(worker_peaks):,.0f} MiB")
+          f"intake with its decoding workers (sampled sum) {max(worker_peaks):,.0f} MiB")
 
     fixed = [run_command(var, ["intake"]) for _ in range(args.repeat)]
     print(f"FIXED COST `pensionstraek intake` with nothing waiting: "
