@@ -91,11 +91,10 @@ def _text(column: str, dtype: pl.DataType) -> pl.Expr:
 
 
 def opslagsraekker(pensionssager: pl.DataFrame) -> pl.DataFrame:
-    """P's pensionssager as look-up rows, CPR-sorted: cpr, then one text per OPSLAG_FELTER
-    (null where the register has none)."""
+    """P's pensionssager as look-up rows: cpr, then one text per OPSLAG_FELTER (null where the
+    register has none), in the register's order (write_snapshot sorts what it writes)."""
     schema = pensionssager.schema
     kolonner = {**SOCIAL_PENSION_KOLONNER, "Helbredsprocent": "helbredsprocent"}
-    opslag = pensionssager.select(
+    return pensionssager.select(
         "cpr", *[_text(kolonne, schema[kolonne]).alias(felt) for felt, kolonne in kolonner.items()]
     )
-    return opslag if opslag["cpr"].is_sorted() else opslag.sort("cpr")

@@ -12,12 +12,11 @@ import polars as pl
 
 from assets.register import PENSIONSSAGER
 from assets.sf1411d_rules import aendringer, aftale_frames, forskelle
-from contracts.cpr import mask_text
-from contracts.beskedkuvert import SF1411_D, beskedid_expr, make_haendelsesbeskeder
+from contracts.beskedkuvert import SF1411_D, beskeder_af_payloads
 from contracts.sf1411d import payloads
 from pipelines import beskeder
 from pipelines.agreements import load_agreements
-from pipelines.haendelser import deliver_waiting, now, previous, snapshot
+from pipelines.haendelser import make_and_deliver
 from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
 from pipelines.register import RegisterResource
 from pipelines.resources import BeskedfordelerResource, StateResource
@@ -28,8 +27,7 @@ NOTIFIKATIONER = dg.AssetKey(["sf1411d", "notifikationer"])
 
 
 def sf1411d_beskeder(
-    forrige: pl.DataFrame,
-    nu: pl.DataFrame,
+    diff: pl.DataFrame,
     aftaler: dict[str, pl.DataFrame],
     *,
     periode: str,
@@ -37,27 +35,26 @@ def sf1411d_beskeder(
     dannet: dt.datetime,
     afsender: str,
 ) -> pl.DataFrame:
-    """P's notices as outbox rows (pipelines.beskeder.OUTBOX_SCHEMA)."""
-    notices = payloads(aendringer(forskelle(forrige, nu), aftaler), periode=periode, forrige_periode=forrige_periode)
-    frame = notices.with_columns(
-        pl.lit(SF1411_D).alias("beskedtype"),
-        pl.lit(periode).alias("periode"),
-        pl.lit(forrige_periode).alias("forrige_periode"),
-    ).with_columns(
-        beskedid_expr(pl.col("beskedtype"), pl.col("modtager"), pl.col("cpr"), pl.col("periode"), pl.col("forrige_periode")).alias("beskedid")
+    """P's notices from the comparison of P with P′ (`forskelle`) as outbox rows
+    (pipelines.beskeder.OUTBOX_SCHEMA)."""
+    notices = payloads(aendringer(diff, aftaler), periode=periode, forrige_periode=forrige_periode)
+    return beskeder_af_payloads(
+        notices.with_columns(pl.lit(SF1411_D).alias("beskedtype")),
+        periode=periode,
+        forrige_periode=forrige_periode,
+        dannet=dannet,
+        afsender=afsender,
     )
-    return frame.with_columns(make_haendelsesbeskeder(frame, afsender=afsender, dannet=dannet)).drop("payload")
 
 
-def delivery_metadata(store, periode: str, kind: str) -> dict:
-    status = beskeder.with_status(store, periode, [kind])
-    counts = dict(status.group_by("status").len().iter_rows())
-    per_type = dict(status.group_by("beskedtype").len().iter_rows())
-    return {
-        "beskeder": status.height,
-        **{f"status_{s}": int(counts.get(s, 0)) for s in (beskeder.LEVERET, beskeder.AFVIST_STATUS, beskeder.VENTER)},
-        **{f"type_{t}": int(n) for t, n in sorted(per_type.items())},
-    }
+def maker(store, agreements: dict, afsender: str):
+    """The notices' maker for pipelines.haendelser.make_and_deliver (the lists as they are now)."""
+
+    def make(forrige: pl.DataFrame, nu: pl.DataFrame, **when) -> pl.DataFrame:
+        aftaler = aftale_frames(agreements, vaerdilister(store))
+        return sf1411d_beskeder(forskelle(forrige, nu), aftaler, afsender=afsender, **when)
+
+    return make
 
 
 @dg.asset(
@@ -80,36 +77,13 @@ def notifikationer(
     beskedfordeler: BeskedfordelerResource,
 ) -> dg.MaterializeResult:
     store = state.store()
-    url = beskedfordeler.broker_url()
-    metadata: dict = {}
     agreements = load_agreements()
+    periods = periods_of(context)
+    make = maker(store, agreements, beskedfordeler.afsender())
+    metadata = make_and_deliver(store, register, beskedfordeler.broker_url(), periods, KIND, make, context.log.info)
     navne = {uuid: a.navn for uuid, a in agreements.items()}
-    for periode in periods_of(context):
-        if not beskeder.made(store, periode, KIND):
-            nu = snapshot(register, periode)
-            before = previous(register, periode)
-            if before is None:
-                context.log.info(f"{periode}: første snapshot; intet at sammenligne med, ingen notifikationer")
-                frame = beskeder.OUTBOX_SCHEMA.to_frame()
-            else:
-                forrige_periode, forrige = before
-                frame = sf1411d_beskeder(
-                    forrige,
-                    nu,
-                    aftale_frames(agreements, vaerdilister(store)),
-                    periode=periode,
-                    forrige_periode=forrige_periode,
-                    dannet=now(),
-                    afsender=beskedfordeler.afsender(),
-                )
-            beskeder.commit(store, periode, KIND, frame)
-    delivered = deliver_waiting(store, url, [KIND])
-    for periode in periods_of(context):
-        metadata = delivery_metadata(store, periode, KIND)
-        per_aftale = beskeder.outbox(store, periode, [KIND]).group_by("aftale").len()
-        metadata |= {f"aftale {navne.get(a, a)}": int(n) for a, n in per_aftale.iter_rows()}
-    metadata |= delivered
-    metadata["beskedfordeler"] = "forbundet" if url else "ingen (beskederne venter i udbakken)"
+    per_aftale = beskeder.outbox(store, periods[-1], [KIND]).group_by("aftale").len()
+    metadata |= {f"aftale {navne.get(a, a)}": int(n) for a, n in per_aftale.iter_rows()}
     return dg.MaterializeResult(metadata=metadata)
 
 

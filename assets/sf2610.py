@@ -14,15 +14,15 @@ import dagster as dg
 import polars as pl
 
 from assets.register import PENSIONSSAGER
-from assets.sf1411d import delivered_check, delivery_metadata, refused_check
+from assets.sf1411d import delivered_check, refused_check
 from assets.sf1411d_rules import forskelle
 from assets.sf2610_rules import advis, afgoerelse_aendringer, afstemning
-from contracts.beskedkuvert import TIP_PENSION_ADVIS, TIP_PENSION_AFGOERELSE, beskedid_expr, make_haendelsesbeskeder
+from contracts.beskedkuvert import TIP_PENSION_ADVIS, TIP_PENSION_AFGOERELSE, beskeder_af_payloads
 from contracts.cpr import mask_cpr_expr, mask_text
 from contracts.sf2610 import advis_payloads, afgoerelse_payloads
 from pipelines import beskeder
 from pipelines.amqp import OWN_QUEUE, drain
-from pipelines.haendelser import deliver_waiting, now, previous, snapshot
+from pipelines.haendelser import make_and_deliver, previous
 from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
 from pipelines.register import RegisterResource
 from pipelines.resources import BeskedfordelerResource, StateResource
@@ -35,24 +35,26 @@ HAENDELSER = dg.AssetKey(["sf2610", "haendelser"])
 def sf2610_beskeder(
     diff: pl.DataFrame, *, modtager: str, periode: str, forrige_periode: str, dannet: dt.datetime, afsender: str
 ) -> pl.DataFrame:
-    """P's SF2610 messages to UDK SAL as outbox rows (pipelines.beskeder.OUTBOX_SCHEMA)."""
-    frame = pl.concat(
+    """P's SF2610 messages to UDK SAL from the comparison of P with P′ (`forskelle`) as outbox
+    rows (pipelines.beskeder.OUTBOX_SCHEMA)."""
+    events = pl.concat(
         [
             advis_payloads(advis(diff)).with_columns(pl.lit(TIP_PENSION_ADVIS).alias("beskedtype")),
             afgoerelse_payloads(afgoerelse_aendringer(diff), periode=periode).with_columns(
                 pl.lit(TIP_PENSION_AFGOERELSE).alias("beskedtype")
             ),
         ]
-    ).with_columns(
-        pl.lit(modtager).alias("modtager"),
-        pl.lit(periode).alias("periode"),
-        pl.lit(forrige_periode).alias("forrige_periode"),
-        pl.lit(None, dtype=pl.String).alias("aftale"),
-    )
-    frame = frame.with_columns(
-        beskedid_expr(pl.col("beskedtype"), pl.col("modtager"), pl.col("cpr"), pl.col("periode"), pl.col("forrige_periode")).alias("beskedid")
-    )
-    return frame.with_columns(make_haendelsesbeskeder(frame, afsender=afsender, dannet=dannet)).drop("payload")
+    ).with_columns(pl.lit(modtager).alias("modtager"), pl.lit(None, dtype=pl.String).alias("aftale"))
+    return beskeder_af_payloads(events, periode=periode, forrige_periode=forrige_periode, dannet=dannet, afsender=afsender)
+
+
+def maker(modtager: str, afsender: str):
+    """The SF2610 maker for pipelines.haendelser.make_and_deliver."""
+
+    def make(forrige: pl.DataFrame, nu: pl.DataFrame, **when) -> pl.DataFrame:
+        return sf2610_beskeder(forskelle(forrige, nu), modtager=modtager, afsender=afsender, **when)
+
+    return make
 
 
 @dg.asset(
@@ -103,30 +105,8 @@ def haendelser(
     beskedfordeler: BeskedfordelerResource,
 ) -> dg.MaterializeResult:
     store = state.store()
-    url = beskedfordeler.broker_url()
-    metadata: dict = {}
-    for periode in periods_of(context):
-        if not beskeder.made(store, periode, KIND):
-            nu = snapshot(register, periode)
-            before = previous(register, periode)
-            if before is None:
-                frame = beskeder.OUTBOX_SCHEMA.to_frame()
-            else:
-                forrige_periode, forrige = before
-                frame = sf2610_beskeder(
-                    forskelle(forrige, nu),
-                    modtager=beskedfordeler.modtager_sf2610(),
-                    periode=periode,
-                    forrige_periode=forrige_periode,
-                    dannet=now(),
-                    afsender=beskedfordeler.afsender(),
-                )
-            beskeder.commit(store, periode, KIND, frame)
-    delivered = deliver_waiting(store, url, [KIND])
-    for periode in periods_of(context):
-        metadata = delivery_metadata(store, periode, KIND)
-    metadata |= delivered
-    metadata["beskedfordeler"] = "forbundet" if url else "ingen (beskederne venter i udbakken)"
+    make = maker(beskedfordeler.modtager_sf2610(), beskedfordeler.afsender())
+    metadata = make_and_deliver(store, register, beskedfordeler.broker_url(), periods_of(context), KIND, make, context.log.info)
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -150,7 +130,7 @@ def afstemning_check(
     frames = []
     for periode in periods_of(context):
         nu = register.read("pensionssager", periode)
-        before = previous(register, periode)
+        before = previous(register, periode, store)
         diff = forskelle(before[1], nu) if before else forskelle(nu.clear(), nu.clear())
         frames.append(afstemning(beskeder.overgange(store), nu, diff, periode).with_columns(periode=pl.lit(periode)))
     wrong = pl.concat(frames)

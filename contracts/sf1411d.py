@@ -13,7 +13,8 @@ from lxml import etree
 
 from contracts.money import format_kroner_expr
 from contracts.sf1411 import SOCIAL_PENSION_KOLONNER
-from contracts.xmlsafe import escape_text_expr, first_schema_error, load_schema
+from contracts.beskeddata import aendring_expr, boolean_tekst_expr
+from contracts.xmlsafe import first_schema_error, load_schema
 
 SF1411D_NS = "urn:oio:udk:pension:sf1411d:1"
 SF1411D_XSD = Path(__file__).with_name("sf1411d.xsd")
@@ -43,16 +44,10 @@ def tekst_expr(kolonne: str, col: pl.Expr | None = None) -> pl.Expr:
     if kolonne == "formue_oere":
         return format_kroner_expr(col)
     if kolonne in _BOOLEANS:
-        return pl.when(col.is_null()).then(None).when(col).then(pl.lit("true")).otherwise(pl.lit("false"))
+        return boolean_tekst_expr(col)
     if kolonne in ("tilkendelsesdato",):
         return col.dt.strftime("%Y-%m-%d")
     return col.cast(pl.String)
-
-
-def _element(name: str, value: pl.Expr) -> pl.Expr:
-    return pl.when(value.is_null()).then(pl.lit("")).otherwise(
-        pl.concat_str([pl.lit(f"<{name}>"), escape_text_expr(value), pl.lit(f"</{name}>")])
-    )
 
 
 def payloads(aendringer: pl.DataFrame, *, periode: str, forrige_periode: str) -> pl.DataFrame:
@@ -61,18 +56,7 @@ def payloads(aendringer: pl.DataFrame, *, periode: str, forrige_periode: str) ->
     parts = aendringer.sort(["aftale", "cpr", "felt_nr"], nulls_last=True).with_columns(
         pl.when(pl.col("felt").is_null())
         .then(pl.lit("<OmfattesIkkeLaengere/>"))
-        .otherwise(
-            pl.concat_str(
-                [
-                    pl.lit("<Aendring><Felt>"),
-                    pl.col("felt"),
-                    pl.lit("</Felt>"),
-                    _element("Foer", pl.col("foer")),
-                    _element("Efter", pl.col("efter")),
-                    pl.lit("</Aendring>"),
-                ]
-            )
-        )
+        .otherwise(aendring_expr())
         .alias("xml")
     )
     grouped = parts.group_by(["aftale", "modtager", "cpr"], maintain_order=True).agg(pl.col("xml").str.join(""))

@@ -14,7 +14,8 @@ from lxml import etree
 
 from contracts.beskedkuvert import TIP_OVERGANG_FOLKEPENSION, TIP_PENSION_ADVIS, TIP_PENSION_AFGOERELSE
 from contracts.register import PENSIONSSAGER_SCHEMA
-from contracts.xmlsafe import escape_text_expr, first_schema_error, load_schema
+from contracts.beskeddata import aendring_expr, boolean_tekst_expr, element_expr
+from contracts.xmlsafe import first_schema_error, load_schema
 
 SF2610_NS = "urn:oio:udk:pension:sf2610:1"
 SF2610_XSD = Path(__file__).with_name("sf2610.xsd")
@@ -34,16 +35,10 @@ def register_tekst_expr(kolonne: str, col: pl.Expr | None = None) -> pl.Expr:
     col = pl.col(kolonne) if col is None else col
     dtype = PENSIONSSAGER_SCHEMA[kolonne]
     if dtype == pl.Boolean:
-        return pl.when(col.is_null()).then(None).when(col).then(pl.lit("true")).otherwise(pl.lit("false"))
+        return boolean_tekst_expr(col)
     if dtype == pl.Date:
         return col.dt.strftime("%Y-%m-%d")
     return col.cast(pl.String)
-
-
-def _element(name: str, value: pl.Expr) -> pl.Expr:
-    return pl.when(value.is_null()).then(pl.lit("")).otherwise(
-        pl.concat_str([pl.lit(f"<{name}>"), escape_text_expr(value), pl.lit(f"</{name}>")])
-    )
 
 
 def advis_payloads(advis: pl.DataFrame) -> pl.DataFrame:
@@ -58,7 +53,7 @@ def advis_payloads(advis: pl.DataFrame) -> pl.DataFrame:
                 pl.lit("</PNR><Doedsdato>"),
                 pl.col("doedsdato").dt.strftime("%Y-%m-%d"),
                 pl.lit("</Doedsdato>"),
-                _element("SamleverPNR", pl.col("samlever_cpr")),
+                element_expr("SamleverPNR", pl.col("samlever_cpr")),
                 pl.lit(f"</{TIP_PENSION_ADVIS}>"),
             ]
         ).alias("payload"),
@@ -67,18 +62,7 @@ def advis_payloads(advis: pl.DataFrame) -> pl.DataFrame:
 
 def afgoerelse_payloads(aendringer: pl.DataFrame, *, periode: str) -> pl.DataFrame:
     """TIP_PensionAfgoerelse per cpr of `aendringer` (AENDRING_SCHEMA): columns cpr, payload."""
-    parts = aendringer.sort(["cpr", "felt_nr"]).with_columns(
-        pl.concat_str(
-            [
-                pl.lit("<Aendring><Felt>"),
-                pl.col("felt"),
-                pl.lit("</Felt>"),
-                _element("Foer", pl.col("foer")),
-                _element("Efter", pl.col("efter")),
-                pl.lit("</Aendring>"),
-            ]
-        ).alias("xml")
-    )
+    parts = aendringer.sort(["cpr", "felt_nr"]).with_columns(aendring_expr().alias("xml"))
     grouped = parts.group_by("cpr", maintain_order=True).agg(pl.col("xml").str.join(""))
     return grouped.select(
         "cpr",

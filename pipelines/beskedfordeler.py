@@ -23,7 +23,7 @@ import pika
 import pika.exceptions
 
 from contracts.beskedkuvert import STATUS_MODTAGET, STATUS_UGYLDIG, BeskedError, make_standard_retur, read_haendelsesbesked
-from pipelines.amqp import CONNECTION_ERRORS, EXCHANGE, connect
+from pipelines.amqp import CONNECTION_ERRORS, EXCHANGE, connect, flush, publish
 
 AFSEND_QUEUE = "beskedfordeler.afsend"  # the emulator's own queue behind the exchange
 BATCH = 500
@@ -36,6 +36,13 @@ def declare(channel) -> None:
     channel.exchange_declare(EXCHANGE, exchange_type="fanout", durable=True)
     channel.queue_declare(AFSEND_QUEUE, durable=True)
     channel.queue_bind(AFSEND_QUEUE, EXCHANGE, routing_key="")
+
+
+_ACCEPTED = make_standard_retur(STATUS_MODTAGET)
+
+
+def _standard_retur(status: int, text: str | None) -> bytes:
+    return _ACCEPTED if status == STATUS_MODTAGET and text is None else make_standard_retur(status, text)
 
 
 def dueslag(modtager: str) -> str:
@@ -68,7 +75,8 @@ class _Distributor:
             if queue not in self.declared:
                 self.copies.queue_declare(queue, durable=True)
                 self.declared.add(queue)
-            self.copies.basic_publish(
+            publish(
+                self.copies,
                 "",
                 queue,
                 body,
@@ -80,16 +88,20 @@ class _Distributor:
             )
             answers.append((properties, STATUS_MODTAGET, None))
             self.counts["modtaget"] += 1
+        # The copies' frames go out ahead of the commit on the same connection (pipelines.amqp
+        # `publish` queues them); the answers only after the commit is confirmed.
         self.copies.tx_commit()
         for properties, status, text in answers:
             if properties.reply_to:
-                self.consume.basic_publish(
+                publish(
+                    self.consume,
                     "",
                     properties.reply_to,
-                    make_standard_retur(status, text),
+                    _standard_retur(status, text),
                     pika.BasicProperties(correlation_id=properties.correlation_id, content_type="application/xml"),
                 )
         self.consume.basic_ack(batch[-1][0].delivery_tag, multiple=True)
+        flush(self.connection)
 
     def drain(self) -> int:
         """Distribute everything waiting now; returns how many."""

@@ -111,8 +111,8 @@ HAENDELSER_RETRY_SECONDS = int(os.environ.get("PENSIONSTRAEK_HAENDELSER_RETRY_SE
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Starts `haendelser` for P when the register holds a snapshot of P whose messages are not "
-        "made yet (the run judges its contract first), and again every "
+        "Starts `haendelser` for P when the register holds a snapshot of P that passes its contract "
+        "and whose messages are not made yet, and again every "
         "PENSIONSTRAEK_HAENDELSER_RETRY_SECONDS while messages wait undelivered and a broker is set."
     ),
 )
@@ -123,6 +123,7 @@ def haendelser_sensor(
     beskedfordeler: BeskedfordelerResource,
 ):
     from pipelines import beskeder
+    from pipelines.haendelser import SnapshotRefused, snapshot
 
     known = set(context.instance.get_dynamic_partitions(PERIODE))  # kept by register_perioder
     periods = [p for p in register.periods("pensionssager") if p in known]
@@ -134,6 +135,13 @@ def haendelser_sensor(
     store = state.store()
     newest = periods[-1]
     if not all(beskeder.made(store, newest, kind) for kind in beskeder.KINDS):
+        # sf1411-sf2610.md: messages are made from the first snapshot of P that passes its
+        # contract. The verdict is recorded per file (pipelines/haendelser.py), so the run's
+        # assets do not judge it again, and a refused file is not judged again every tick.
+        try:
+            snapshot(register, newest, store)
+        except SnapshotRefused as exc:
+            return dg.SkipReason(f"{exc}; ingen beskeder fra det")
         return dg.RunRequest(run_key=f"haendelser-{newest}", partition_key=newest)
     if beskedfordeler.broker_url():
         waiting = beskeder.with_status(store).filter(pl.col("status") == beskeder.VENTER).height

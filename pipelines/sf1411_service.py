@@ -1,5 +1,5 @@
 """The SF1411 web service (sf1411-sf2610.md "The web service"): SOAP 1.1 over HTTPS with mutual
-TLS only, an ASGI app (Starlette) on uvicorn.
+TLS only, a bare ASGI app on uvicorn (httptools, uvloop).
 
     GET  /sf1411?wsdl        the WSDL (contracts/sf1411.wsdl) with this endpoint's address
     GET  /sf1411.xsd, ...    the schemas it imports
@@ -13,7 +13,6 @@ every POLL_SECONDS and a new snapshot swapped in as one reference), audited dura
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import os
@@ -22,11 +21,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from assets.sf1411_rules import aftale_for, minimer, pnr_gyldig, synlig
 from contracts import sf1411 as codec
@@ -44,6 +38,9 @@ SERVICE_CERT = "PENSIONSTRAEK_SERVICE_CERT"
 SERVICE_KEY = "PENSIONSTRAEK_SERVICE_KEY"
 SERVICE_CLIENT_CA = "PENSIONSTRAEK_SERVICE_CLIENT_CA"
 POLL_SECONDS = float(os.environ.get("PENSIONSTRAEK_SF1411_POLL_SECONDS", "1"))
+# Off by default: every call is in the audit already, and at a thousand calls a second uvicorn's
+# access log costs a fifth of the service's CPU (docs/decisions.md). On, its lines are masked.
+ACCESS_LOG = "PENSIONSTRAEK_SF1411_ACCESS_LOG"
 MAX_REQUEST_BYTES = 1 << 20  # a look-up is under 2 KB; a list update of thousands of PNRs fits
 XML = "text/xml; charset=utf-8"
 
@@ -197,15 +194,16 @@ class Sf1411:
         liste = await asyncio.to_thread(opdater_vaerdiliste, self.state, agreement.uuid, kald.aendringer)
         return Answer(codec.encode_kvittering(len(liste.pnr), len(liste.kommuner)), 200, SVAR)
 
-    async def handle(self, request: Request) -> Response:
+    async def handle(self, body: bytes | None, soap_action: str | None, content_type: str | None) -> Answer:
+        """One POST /sf1411: read, judge against the one snapshot of this call, audit durably,
+        and only then hand back the answer."""
         started = time.perf_counter()
         tid = dt.datetime.now(TZ).isoformat(timespec="microseconds")
         snapshot = self.current.snapshot  # the one snapshot of this call
-        body = await request.body()
-        if len(body) > MAX_REQUEST_BYTES:
+        if body is None:
             kald = codec.Kald(skema_fejl=f"the request is over {MAX_REQUEST_BYTES} bytes", laesbar=False)
         else:
-            kald = codec.read_request(body, request.headers.get("soapaction"), request.headers.get("content-type"))
+            kald = codec.read_request(body, soap_action, content_type)
         try:
             answer, agreement = await self.judge(kald, snapshot)
         except Exception as exc:  # noqa: BLE001 - one line, masked; the call is still audited
@@ -234,41 +232,104 @@ class Sf1411:
         except Exception as exc:  # noqa: BLE001 - no answer leaves without its audit record
             log.error("SF1411-audit kunne ikke skrives; kaldet afvises: %s", mask_text(str(exc)))
             answer = _server_fault("Audit utilgængelig")
-        return Response(answer.body, status_code=answer.status, media_type=XML)
+        return answer
 
-    async def get(self, request: Request) -> Response:
-        name = request.url.path.lstrip("/")
-        if name == "sf1411" and "wsdl" in request.query_params.keys() | {request.url.query.lower()}:
-            address = f"https://{request.headers.get('host', 'localhost')}/sf1411"
-            return Response(codec.wsdl_bytes(address), media_type=XML)
+    def get(self, path: str, query: str, host: str) -> tuple[int, bytes]:
+        name = path.lstrip("/")
+        if name == "sf1411" and "wsdl" in {part.split("=", 1)[0].lower() for part in query.split("&")}:
+            return 200, codec.wsdl_bytes(f"https://{host or 'localhost'}/sf1411")
         if name in codec.SCHEMA_FILES:
-            return Response((codec.HERE / name).read_bytes(), media_type=XML)
-        return Response(b"", status_code=404)
+            return 200, (codec.HERE / name).read_bytes()
+        return 404, b""
 
 
-def build_app(agreements: dict[str, Agreement], state: StateStore) -> Starlette:
-    service = Sf1411(agreements, state)
+# --- the ASGI app ----------------------------------------------------------------------------------
+# A bare ASGI callable, no framework: the service has one POST endpoint and a few static GETs, and
+# at a thousand calls a second a framework's routing, middleware and request/response objects
+# cost more than the SOAP work itself (benchmarks/sf1411.py, docs/decisions.md).
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app):
-        await asyncio.to_thread(service.current.refresh)
-        poller = asyncio.create_task(service.current.poll())
-        try:
-            yield
-        finally:
-            poller.cancel()
-            service.audit.close()
+_XML_HEADERS = [(b"content-type", XML.encode())]
 
-    app = Starlette(
-        routes=[
-            Route("/sf1411", service.handle, methods=["POST"]),
-            Route("/sf1411", service.get, methods=["GET"]),
-            *[Route(f"/{name}", service.get, methods=["GET"]) for name in codec.SCHEMA_FILES],
-        ],
-        lifespan=lifespan,
-    )
-    app.state.sf1411 = service
-    return app
+
+def _header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+async def _respond(send, status: int, body: bytes, content_type: bytes | None = XML.encode(), head: bool = False) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    if content_type is not None:
+        headers.append((b"content-type", content_type))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
+
+
+class App:
+    """POST /sf1411, GET (and HEAD) /sf1411?wsdl and the schemas; the lifespan opens the snapshot,
+    polls the pointer and closes the audit."""
+
+    def __init__(self, service: Sf1411):
+        self.sf1411 = service
+
+    async def __call__(self, scope, receive, send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            method, path = scope["method"], scope["path"]
+            if method == "POST" and path == "/sf1411":
+                body = await self._body(receive)
+                answer = await self.sf1411.handle(body, _header(scope, b"soapaction"), _header(scope, b"content-type"))
+                await _respond(send, answer.status, answer.body)
+            elif method in ("GET", "HEAD") and (path == "/sf1411" or path.lstrip("/") in codec.SCHEMA_FILES):
+                status, body = self.sf1411.get(path, scope["query_string"].decode("latin-1"), _header(scope, b"host") or "")
+                await _respond(send, status, body, XML.encode() if status == 200 else None, head=method == "HEAD")
+            elif path == "/sf1411" or path.lstrip("/") in codec.SCHEMA_FILES:
+                await _respond(send, 405, b"Method Not Allowed", b"text/plain; charset=utf-8")
+            else:
+                await _respond(send, 404, b"", None)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    @staticmethod
+    async def _body(receive) -> bytes | None:
+        """The request body, or None when it is over MAX_REQUEST_BYTES (the rest is read and
+        dropped, not held: the call is refused SKEMA on its length)."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size <= MAX_REQUEST_BYTES:
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks) if size <= MAX_REQUEST_BYTES else None
+
+    async def _lifespan(self, receive, send) -> None:
+        service = self.sf1411
+        poller = None
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                # The audit's writer thread hands each fsynced batch back to the loop: let it have
+                # the GIL within a millisecond, not the default 5 ms, while the loop is busy.
+                sys.setswitchinterval(0.001)
+                await asyncio.to_thread(service.current.refresh)
+                poller = asyncio.create_task(service.current.poll())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if poller is not None:
+                    poller.cancel()
+                service.audit.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def build_app(agreements: dict[str, Agreement], state: StateStore) -> App:
+    return App(Sf1411(agreements, state))
 
 
 # --- logs: never a CPR ------------------------------------------------------------------------------
@@ -296,23 +357,27 @@ def _log_config() -> dict:
 
 def serve(host: str = "127.0.0.1", port: int = 8443, var: Path = Path("./var")) -> int:
     """`pensionstraek serve`: judge the configuration (one line naming the variable when wrong),
-    then serve until stopped."""
+    then serve until stopped. One process: a second worker on the 2 cores measured slower
+    (docs/decisions.md)."""
     import uvicorn
 
     agreements = load_agreements()
     state = local_state()
     files, embedded = service_certificates(var)
     check_certificates(files)
-    app = build_app(agreements, state)
     config = uvicorn.Config(
-        app,
+        build_app(agreements, state),
         host=host,
         port=port,
         ssl_certfile=str(files.server_cert),
         ssl_keyfile=str(files.server_key),
         ssl_ca_certs=str(files.ca),
         ssl_cert_reqs=ssl.CERT_REQUIRED,  # mutual TLS only: no client certificate, no handshake
+        http="httptools",  # the C parser and loop: the Python ones cost a core at 1,000 calls/s
+        loop="uvloop",
         log_config=_log_config(),
+        access_log=os.environ.get(ACCESS_LOG, "").strip().lower() in ("1", "true", "ja", "yes"),
+        proxy_headers=False,  # TLS ends here, no proxy in front whose headers to believe
         server_header=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=5,  # a consumer's idle keep-alive connection does not hold up a stop

@@ -1,23 +1,32 @@
-"""`pensionstraek haendelser P` that kills itself (SIGKILL) right after the n-th call of one of
-its steps, for the crash tests (tests/test_beskeder_amqp.py):
+"""`haendelser P` run in a child process that kills itself (SIGKILL) at a chosen point, for the
+crash sweep of tests/test_beskeder_amqp.py. Nothing is mocked: the real run, really killed.
 
-    python -m tests.kill_haendelser {commit|publish|record} N P
+Two depths: the command's Dagster run (`command=True`: the job, its assets and checks, a few
+seconds a run), or the machinery its two message assets run (`command=False`:
+pipelines.haendelser.make_and_deliver with the assets' own makers, for sf1411d then sf2610, as the
+job's assets do; a fraction of a second), so that a sweep over many points stays lean.
 
-commit: the outbox's intent of a period written; publish: a message handed to the broker;
-record: a group of answers recorded. Everything else is the real command."""
+Points: `write` the k-th step of writing to the state store (pipelines/storage.py's hook:
+the contract verdicts, the outbox's intents, each group of answers); `publish` right after the
+k-th message handed to the broker (pipelines/amqp.py `publish`); `record` right after the k-th
+group of answers recorded. The children are forked from a fork server that has imported the
+pipeline but run nothing, so each starts in milliseconds."""
 
+import multiprocessing
 import os
 import signal
-import sys
 from collections import Counter
 
-import pika
+POINTS = ("write", "publish", "record")
+# One fork server per pytest process: tests/test_intake_crash.py uses it too, so its preloads
+# are kept in the list (whichever test module starts the server first, both start fast).
+_FORKS = multiprocessing.get_context("forkserver")
+_FORKS.set_forkserver_preload(
+    ["pipelines.definitions", "pipelines.runner", "pipelines.haendelser", "pipelines.intake", "tests.world", "tests.kill_haendelser"]
+)
 
-from pipelines import beskeder
-from pipelines.cli import main
 
-
-def dying(original, n: int):
+def _dying(original, n: int):
     calls = Counter()
 
     def wrapper(*args, **kwargs):
@@ -30,16 +39,46 @@ def dying(original, n: int):
     return wrapper
 
 
-if __name__ == "__main__":
-    point, n, periode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def _run(point: str | None, n: int, periode: str, env: dict, command: bool) -> None:
+    os.environ.update(env)
+    from pipelines import amqp, beskeder, storage
+
     beskeder.MessageBook.group_size = 5  # more commit points in a small period
-    if point == "commit":
-        beskeder.commit = dying(beskeder.commit, n)
-    elif point == "record":
-        beskeder.MessageBook.record = dying(beskeder.MessageBook.record, n)
+    if point == "write":
+        os.environ[storage.KILL_AFTER_WRITES] = str(n)
     elif point == "publish":
-        channel = pika.adapters.blocking_connection.BlockingChannel
-        channel.basic_publish = dying(channel.basic_publish, n)
-    else:
+        amqp.publish = _dying(amqp.publish, n)
+    elif point == "record":
+        beskeder.MessageBook.record = _dying(beskeder.MessageBook.record, n)
+    elif point is not None:
         raise SystemExit(f"unknown point {point!r}")
-    sys.exit(main(["haendelser", periode]))
+    if command:
+        from pipelines.definitions import build_definitions
+        from pipelines.runner import run_job
+
+        outcome = run_job("haendelser", first_periode=periode, definitions=build_definitions())
+        if not outcome.success:
+            raise SystemExit(f"haendelser {periode} failed: {outcome.problems}")
+        return
+    from assets import sf1411d, sf2610
+    from pipelines.agreements import load_agreements
+    from pipelines.haendelser import make_and_deliver
+    from pipelines.register import RegisterResource
+    from pipelines.resources import BeskedfordelerResource, StateResource
+
+    store, register, fordeler = StateResource.from_env().store(), RegisterResource.from_env(), BeskedfordelerResource()
+    makers = {
+        sf1411d.KIND: sf1411d.maker(store, load_agreements(), fordeler.afsender()),
+        sf2610.KIND: sf2610.maker(fordeler.modtager_sf2610(), fordeler.afsender()),
+    }
+    for kind, make in makers.items():
+        make_and_deliver(store, register, fordeler.broker_url(), [periode], kind, make)
+
+
+def haendelser(periode: str, env: dict, point: str | None = None, n: int = 0, *, command: bool = False) -> int:
+    """Run `haendelser periode` in a child with `env` (killed at the n-th `point`, when given);
+    its exit status: -SIGKILL when killed, 0 when it completed."""
+    child = _FORKS.Process(target=_run, args=(point, n, periode, env, command))
+    child.start()
+    child.join(timeout=300)
+    return child.exitcode

@@ -161,6 +161,9 @@ def running_broker() -> Iterator[Broker]:
         "RABBITMQ_PID_FILE": str(base / "rabbit.pid"),
         "RABBITMQ_ADVANCED_CONFIG_FILE": str(base / "advanced.config"),
         "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf"),
+        # No busy-waiting schedulers: on a shared 2-core machine an idle-spinning Erlang VM takes
+        # the CPU the publisher and the emulator need (RabbitMQ's "runtime tuning" guide).
+        "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+sbwt none +sbwtdcpu none +sbwtdio none",
     }
     epmd = subprocess.Popen(
         [shutil.which("epmd"), "-port", str(epmd_port), "-address", HOST],

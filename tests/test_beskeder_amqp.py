@@ -5,7 +5,7 @@ reach the recipients are exactly the expected set, repeated only after a kill.""
 
 import datetime as dt
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -137,26 +137,21 @@ def _world(tmp_path, broker_url: str) -> World:
     return world
 
 
-KILL_POINTS = [("commit", 1), ("publish", 1), ("record", 2)]
+# The sweep (issue 10 "a kill at many points of haendelser followed by a rerun"): each kill in a
+# fresh copy of the same world, then haendelser again; each kill has its own recipient (kp-<i>),
+# so its own expected BeskedIds and its own dueslag. The points: the publishing loop after the
+# first, a middle and the last message, after the first and a later group of answers recorded,
+# and every other step of writing to the state store (a run has ~30) until the first step at which
+# the run completes.
+# The sweep runs the machinery of the job's two message assets (tests/kill_haendelser.py); the
+# command itself, with its Dagster run, is killed in the middle of publishing.
+PUBLISH_POINTS = (1, 28, 56)
+RECORD_POINTS = (1, 4)
+MAX_WRITES = 80
 
 
-def _killed_run(world: World, point: str, n: int, env: dict) -> int:
-    """`pensionstraek haendelser 2026-11` in its own process, killed at the n-th `point`
-    (tests/kill_haendelser.py); returns its exit status."""
-    process = subprocess.run(
-        [sys.executable, "-m", "tests.kill_haendelser", point, str(n), "2026-11"],
-        env=env,
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    return process.returncode
-
-
-def test_haendelser_killed_anywhere_then_run_again(rabbitmq, tmp_path, monkeypatch):
-    agreements = tmp_path / "aftaler.json"
-    agreements.write_text(
+def _agreement(path: Path, modtager: str) -> None:
+    path.write_text(
         json.dumps(
             {
                 "11111111-1111-4111-8111-111111111111": {
@@ -165,48 +160,144 @@ def test_haendelser_killed_anywhere_then_run_again(rabbitmq, tmp_path, monkeypat
                     "services": ["SF1411_D"],
                     "felter": ["Tillaegsprocent"],
                     "kommuner": ["0101"],
-                    "modtager": "kp-test",
+                    "modtager": modtager,
                 }
             }
         )
     )
-    monkeypatch.setenv("PENSIONSTRAEK_AGREEMENTS", str(agreements))
-    monkeypatch.setenv("PENSIONSTRAEK_BESKEDFORDELER_URL", rabbitmq.url)
-    world = _world(tmp_path / "w", rabbitmq.url)
-    opdater_vaerdiliste(world.store(), "11111111-1111-4111-8111-111111111111", [(TILFOEJ_KOMMUNE, "0101")])
-    env = {
-        **os.environ,
-        "PENSIONSTRAEK_REGISTER_URL": str(world.register_dir),
-        "PENSIONSTRAEK_STATE_URL": str(world.state_dir),
-        "PENSIONSTRAEK_EXCHANGE_URL": str(world.exchange_root / "udk-pension"),
-        "DAGSTER_HOME": str(tmp_path / "dagster"),
-    }
+
+
+def _expected(modtager: str) -> set[str]:
+    return {beskedid(SF1411_D, modtager, f"{d:02d}0150{n:04d}", "2026-11", "2026-10") for d in range(1, 29) for n in (1234, 2345)}
+
+
+def _sweep(rabbitmq, tmp_path, points, *, command: bool) -> Counter:
+    """Kill haendelser 2026-11 at each point (in its own copy of the world), run it again, and
+    judge what reached the recipient; returns the kills per kind of point."""
+    from tests import kill_haendelser
+
+    template = _world(tmp_path / "template", rabbitmq.url)
+    opdater_vaerdiliste(template.store(), "11111111-1111-4111-8111-111111111111", [(TILFOEJ_KOMMUNE, "0101")])
     # The distributor as the command runs it, in its own process (stopped by PID with SIGTERM).
     emulator = subprocess.Popen(
         [str(Path(sys.executable).with_name("pensionstraek")), "beskedfordeler", "--url", rabbitmq.url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
     )
+    kills: Counter = Counter()
     try:
-        first = run_job("haendelser", first_periode="2026-10", on=world.instance, definitions=world.defs)
-        assert first.success, first.problems  # the first snapshot: nothing to compare with
-        statuses = [_killed_run(world, point, n, env) for point, n in KILL_POINTS]
-        assert statuses == [-signal.SIGKILL] * 3, statuses
-        outcome = run_job("haendelser", first_periode="2026-11", on=world.instance, definitions=world.defs)
-        assert outcome.success, outcome.problems
+        for i, (point, n) in enumerate(points):
+            root = tmp_path / f"k{i}"
+            shutil.copytree(template.root, root, symlinks=True)
+            world = World(root=root, instance=None)
+            modtager = f"kp-{i}"
+            _agreement(root / "aftaler.json", modtager)
+            (root / "dagster").mkdir()
+            env = {
+                "PENSIONSTRAEK_AGREEMENTS": str(root / "aftaler.json"),
+                "PENSIONSTRAEK_BESKEDFORDELER_URL": rabbitmq.url,
+                "PENSIONSTRAEK_REGISTER_URL": str(world.register_dir),
+                "PENSIONSTRAEK_STATE_URL": str(world.state_dir),
+                "PENSIONSTRAEK_EXCHANGE_URL": str(world.exchange_root / "udk-pension"),
+                "DAGSTER_HOME": str(root / "dagster"),
+            }
+            status = kill_haendelser.haendelser("2026-11", env, point, n, command=command)
+            if status == 0 and point == "write":
+                break  # past the run's last step of writing
+            assert status == -signal.SIGKILL, (point, n, status)
+            kills[point] += 1
+            assert kill_haendelser.haendelser("2026-11", env, command=command) == 0, (point, n)
+            expected = _expected(modtager)
+            store = world.store()
+            assert set(beskeder.outbox(store, "2026-11", ["sf1411d"])["beskedid"]) == expected, (point, n)
+            assert set(beskeder.with_status(store, "2026-11")["status"]) == {"leveret"}, (point, n)
+            got = received_ids(rabbitmq, f"dueslag.{modtager}")
+            assert set(got) == expected, (point, n)  # never a missing one, never another id
+            # A repeat only of what the killed run had published without its answer recorded:
+            # once at most (one kill), and at most as many as it had published.
+            assert max(got.values()) <= 2, (point, n)
+            if point == "publish":
+                assert sum(got.values()) - len(expected) <= n, (point, n)
+            shutil.rmtree(root)
     finally:
         emulator.send_signal(signal.SIGTERM)
         out, err = emulator.communicate(timeout=60)
+        rabbitmq.purge("dueslag.")
     assert emulator.returncode == 0, err
     assert "fordelt (20)" in out
-    expected = {beskedid(SF1411_D, "kp-test", f"{d:02d}0150{n:04d}", "2026-11", "2026-10") for d in range(1, 29) for n in (1234, 2345)}
-    assert set(beskeder.outbox(world.store(), "2026-11", ["sf1411d"])["beskedid"]) == expected
+    return kills
+
+
+def test_haendelser_killed_at_many_points_then_run_again(rabbitmq, tmp_path):
+    points = [("publish", k) for k in PUBLISH_POINTS] + [("record", k) for k in RECORD_POINTS]
+    points += [("write", k) for k in range(1, MAX_WRITES, 2)]
+    kills = _sweep(rabbitmq, tmp_path, points, command=False)
+    # Every publishing and recording point reached, and many steps of writing.
+    assert kills["publish"] == len(PUBLISH_POINTS) and kills["record"] == len(RECORD_POINTS), kills
+    assert kills["write"] >= 8, kills
+
+
+def test_the_haendelser_command_killed_then_run_again(rabbitmq, tmp_path):
+    kills = _sweep(rabbitmq, tmp_path, [("publish", 28)], command=True)
+    assert kills == Counter({"publish": 1})
+
+
+# --- The sensor (sf1411-sf2610.md "In Dagster": a new snapshot that passes its contract starts them) ---
+
+
+def test_the_haendelser_sensor_starts_retries_and_rests(fordeler, tmp_path, monkeypatch):
+    from pipelines.partitions import PERIODE
+    from pipelines.resources import BeskedfordelerResource
+    from pipelines.sensors import haendelser_sensor
+
+    agreements = tmp_path / "aftaler.json"
+    _agreement(agreements, "kp-sensor")
+    monkeypatch.setenv("PENSIONSTRAEK_AGREEMENTS", str(agreements))
+    monkeypatch.delenv("PENSIONSTRAEK_BESKEDFORDELER_URL", raising=False)
+    world = _world(tmp_path / "w", fordeler.url)
+    opdater_vaerdiliste(world.store(), "11111111-1111-4111-8111-111111111111", [(TILFOEJ_KOMMUNE, "0101")])
+
+    def tick(url: str = ""):
+        resources = {**world.resources(), "beskedfordeler": BeskedfordelerResource(url=url)}
+        return haendelser_sensor(dg.build_sensor_context(instance=world.instance, resources=resources))
+
+    assert "Ingen pensionssager" in tick().skip_message  # no period known to the instance yet
+    world.instance.add_dynamic_partitions(PERIODE, ["2026-10", "2026-11"])
+    first = tick()
+    assert isinstance(first, dg.RunRequest) and first.partition_key == "2026-11"
+    assert world.store().listdir("beskeder/kontrakt")  # the verdict, for the run's assets to reuse
+
+    # A newer snapshot that fails its contract starts nothing and says why.
+    broken = pl.read_parquet(world.register_dir / "pensionssager" / "2026-11.parquet").with_columns(
+        pl.lit("9999").alias("bopaelskommune")
+    )
+    broken.write_parquet(world.register_dir / "pensionssager" / "2026-12.parquet")
+    world.instance.add_dynamic_partitions(PERIODE, ["2026-12"])
+    refused = tick()
+    assert isinstance(refused, dg.SkipReason) and "holder ikke sin kontrakt" in refused.skip_message
+    (world.register_dir / "pensionssager" / "2026-12.parquet").unlink()
+    world.instance.delete_dynamic_partition(PERIODE, "2026-12")
+
+    # Busy: a haendelser run in progress is not started twice.
+    job = world.defs.resolve_job_def("haendelser")
+    running = world.instance.create_run_for_job(job_def=job, status=dg.DagsterRunStatus.STARTED)
+    assert running.run_id[:8] in tick().skip_message
+    world.instance.report_run_failed(running)
+
+    # The requested run, without a broker: the messages wait in the outbox; nothing to retry yet.
+    outcome = run_job("haendelser", first_periode=first.partition_key, on=world.instance, definitions=world.defs)
+    assert outcome.success, outcome.problems
+    assert set(beskeder.with_status(world.store(), "2026-11")["status"]) == {"venter"}
+    assert "intet venter" in tick().skip_message
+    # With a broker they are retried: a run for the newest period, once per retry interval.
+    again = tick(fordeler.url)
+    assert isinstance(again, dg.RunRequest) and again.partition_key == "2026-11" and "-igen-" in again.run_key
+    assert tick(fordeler.url).run_key == again.run_key
+    monkeypatch.setenv("PENSIONSTRAEK_BESKEDFORDELER_URL", fordeler.url)
+    outcome = run_job("haendelser", first_periode=again.partition_key, on=world.instance, definitions=world.defs)
+    assert outcome.success, outcome.problems
     assert set(beskeder.with_status(world.store(), "2026-11")["status"]) == {"leveret"}
-    got = received_ids(rabbitmq, "dueslag.kp-test")
-    assert set(got) == expected  # never a missing one, never another id
-    # Repeats only of what a killed run had published without recording its answer: at most what
-    # the killed runs published (none at the commit, 1, then at most all 56).
-    assert 0 < sum(got.values()) - len(expected) <= 1 + len(expected)
-    rabbitmq.purge("dueslag.")
+    assert set(received_ids(fordeler, "dueslag.kp-sensor")) == _expected("kp-sensor")
+    # Everything delivered, nothing new: the sensor rests.
+    assert isinstance(tick(fordeler.url), dg.SkipReason)

@@ -16,6 +16,7 @@ from contracts.beskedkuvert import (
     KUVERT_XSD,
     BeskedError,
     beskedid,
+    beskedid_expr,
     make_standard_retur,
     read_haendelsesbesked,
     read_standard_retur,
@@ -87,11 +88,19 @@ def test_sf2610_advis_and_afgoerelse():
     assert wrong == [(B, "overgang_uden_besked")]
 
 
+def test_beskedid_over_a_frame_is_uuid5_of_the_spec_name():
+    names = [("SF1411_D", "kp-æ", f"{i:010d}", "2026-11", "2026-10") for i in range(200)] + [("TIP_PensionAdvis", "", "", "", "")]
+    frame = pl.DataFrame(names, schema=["t", "m", "c", "p", "f"], orient="row")
+    got = frame.select(beskedid_expr(*[pl.col(c) for c in frame.columns])).to_series().to_list()
+    namespace = uuid.UUID("2a1c6f8e-6a55-5b7e-9c0d-3f1b2d4e5a60")
+    assert got == [str(uuid.uuid5(namespace, "|".join(n))) for n in names]
+
+
 def test_messages_are_valid_envelopes_with_the_spec_id():
     before = frame([case_row(A)])
     after = frame([case_row(A, tillaegsprocent=Decimal("1.50"))])
     frames = aftale_frames({"x": agreement("x", ["0101"], ["Tillaegsprocent"], "kp-x")}, {"x": Vaerdiliste(pnr=frozenset({A}))})
-    rows = sf1411d_beskeder(before, after, frames, periode="2026-11", forrige_periode="2026-10", dannet=NOW, afsender=str(uuid.UUID(int=7)))
+    rows = sf1411d_beskeder(forskelle(before, after), frames, periode="2026-11", forrige_periode="2026-10", dannet=NOW, afsender=str(uuid.UUID(int=7)))
     assert rows.height == 1
     xml = rows["xml"][0]
     assert load_schema(KUVERT_XSD).validate(etree.fromstring(xml))

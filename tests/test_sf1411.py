@@ -148,9 +148,32 @@ def test_the_pointer_names_the_newest_period(tmp_path):
     assert make_current(state, corrected) and current(state)["snapshot"] == corrected["snapshot"] != newer["snapshot"]
 
 
-def test_a_value_that_no_answer_can_carry_is_refused(tmp_path):
-    rows = opslagsraekker(five_cases()).with_columns(Pensionsbroek=pl.lit("40<40"))
+@pytest.mark.parametrize("value", ["40<40", "40&40", "40\x1f40", "40\x0140"])
+def test_a_value_that_no_answer_can_carry_is_refused(tmp_path, value):
+    rows = opslagsraekker(five_cases()).with_columns(Pensionsbroek=pl.lit(value))
     with pytest.raises(ValueError, match="register contract"):
+        write_snapshot(StateStore(str(tmp_path / "state")), "2026-10", rows)
+
+
+def test_the_snapshot_is_sorted_whatever_the_order_of_the_rows(tmp_path):
+    state = StateStore(str(tmp_path / "state"))
+    rows = opslagsraekker(five_cases())
+    shuffled = rows.sample(fraction=1.0, shuffle=True, seed=3).reverse()
+    snapshot = Snapshot.open(state, write_snapshot(state, "2026-10", shuffled))
+    keys = Path(state.path(snapshot.snapshot), "cpr.bin").read_bytes()
+    assert keys == "".join(sorted(rows["cpr"].to_list())).encode()
+    for row in shuffled.iter_rows(named=True):
+        assert snapshot.lookup(row["cpr"]) == {k: v for k, v in row.items() if k != "cpr"}
+
+
+@pytest.mark.parametrize("broken, reason", [("twice", "unique cpr"), ("short", "ten digits"), ("letters", "ten digits")])
+def test_snapshot_keys_are_judged(tmp_path, broken, reason):
+    rows = opslagsraekker(five_cases())
+    if broken == "twice":
+        rows = pl.concat([rows, rows.head(1)])
+    else:
+        rows = rows.with_columns(cpr=pl.when(pl.int_range(pl.len()) == 2).then(pl.lit("12345" if broken == "short" else "01014O1234")).otherwise("cpr"))
+    with pytest.raises(ValueError, match=reason):
         write_snapshot(StateStore(str(tmp_path / "state")), "2026-10", rows)
 
 

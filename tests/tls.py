@@ -146,6 +146,7 @@ def running_sf1411_service() -> Iterator[Sf1411Service]:
             "PENSIONSTRAEK_SERVICE_CERT": server[0],
             "PENSIONSTRAEK_SERVICE_KEY": server[1],
             "PENSIONSTRAEK_SERVICE_CLIENT_CA": str(certs / "ca.pem"),
+            "PENSIONSTRAEK_SF1411_ACCESS_LOG": "1",  # on, so that its masking is judged
             "PYTHONPATH": str(ROOT),
         }
         stdout, stderr = base / "stdout.log", base / "stderr.log"
