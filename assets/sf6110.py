@@ -99,6 +99,7 @@ def traekanmodninger(
             run_id=context.run_id,
             max_bytes=state.max_sf6110_bytes,
             orphan_after_seconds=state.orphan_data_seconds,
+            workers=state.intake_workers,
         )
     # Fold the new decisions into the compacted index, so that later runs read a few segments
     # instead of every file ever received (pipelines/state.py). Only an optimization: when

@@ -25,8 +25,11 @@ from contracts.sf6110 import (
     MODTAGET,
     UKENDT_KOMMUNEKODE,
     FileRejected,
+    RequestFile,
     decode_request_file,
     u01_element_expr,
+    u01_first_offence,
+    u01_offence_frame,
 )
 from pipelines.calendar import TZ
 from pipelines.calendar import first_open_period as calendar_first_open_period
@@ -45,6 +48,70 @@ OUTCOME_SCHEMA = pl.Schema(
 
 # The columns of a pension case that U03–U05 look at (register.md `pensionssager`).
 CASE_COLUMNS = ("cpr", "sagsstatus", "bopaelskommune", "administrationskommune", "doedsdato")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What judging a file takes from its bytes alone (`prepare_file`): pure, so that the files of
+    a run are prepared on every core (pipelines/intake.py) while they are judged in order."""
+
+    sha256: str
+    decoded: RequestFile | FileRejected | None  # None: over max_bytes (F06: never parsed)
+    offences: pl.DataFrame | None  # contracts.sf6110.u01_offence_frame of a RequestFile
+    u01_element: pl.Series | None = None  # u01_first_offence of `offences`
+
+
+def prepare_file(data: bytes, *, received: dt.datetime, max_bytes: int | None = None) -> Prepared:
+    """Decode the file and evaluate U01's value rules on its instructions (on the received date)."""
+    if max_bytes is not None and len(data) > max_bytes:
+        return Prepared(sha256_hex(data), None, None)
+    decoded = decode_request_file(data)
+    if not isinstance(decoded, RequestFile):
+        return Prepared(sha256_hex(data), decoded, None)
+    offences = u01_offence_frame(decoded.instructions, received_second(received).astimezone(TZ).date())
+    return Prepared(sha256_hex(data), decoded, offences, u01_first_offence(offences))
+
+
+class CaseIndex:
+    """The pension cases of one snapshot by CPR, for judging the many files of a run against it:
+    a national snapshot has 1.5 million rows, and looking a file's CPRs up by scanning them all
+    cost each file tens of milliseconds (issue 11). The index is the snapshot's CPRs as numbers,
+    sorted (12 MB for 1.5 million), made on the second look-up, so a run of one file scans as
+    before. A snapshot with a CPR twice, or one that is not ten digits, is always scanned
+    (`_cases_of` refuses the first when a file names that CPR)."""
+
+    _TEN_DIGITS = r"^[0-9]{10}$"
+
+    def __init__(self, pensionssager: pl.DataFrame):
+        self.pensionssager = pensionssager
+        self._lookups = 0
+        self._keys: pl.Series | None = None  # the CPRs as UInt64, sorted
+        self._rows: pl.Series | None = None  # the row of each key in `pensionssager`
+
+    def _build(self) -> None:
+        if not all(c in self.pensionssager.columns for c in CASE_COLUMNS):
+            return
+        cpr = self.pensionssager["cpr"]
+        if not cpr.str.contains(self._TEN_DIGITS).fill_null(False).all():
+            return
+        keys = cpr.cast(pl.UInt64)
+        rows = keys.arg_sort()
+        keys = keys.gather(rows)
+        if keys.len() and (keys.diff().fill_null(1) == 0).any():
+            return
+        self._keys, self._rows = keys, rows
+
+    def cases_of(self, instructions: pl.DataFrame) -> pl.DataFrame:
+        self._lookups += 1
+        if self._lookups == 2:
+            self._build()
+        if self._keys is None or not self._keys.len():
+            return _cases_of(self.pensionssager, instructions)
+        cprs = instructions["cpr"].unique()
+        wanted = cprs.filter(cprs.str.contains(self._TEN_DIGITS).fill_null(False)).cast(pl.UInt64)
+        at = self._keys.search_sorted(wanted).clip(0, self._keys.len() - 1)
+        found = self._rows.gather(at.filter(self._keys.gather(at) == wanted)).sort()
+        return self.pensionssager.select(CASE_COLUMNS)[found]
 
 
 @dataclass(frozen=True)
@@ -76,6 +143,8 @@ def judge_file(
     ledger: pl.DataFrame,
     max_bytes: int | None = None,
     first_open_period: Callable[[dt.datetime], str] = calendar_first_open_period,
+    prepared: Prepared | None = None,
+    cases: CaseIndex | None = None,
 ) -> FileDecision:
     """The decision for one delivered SF6110 file. `max_bytes` is PENSIONSTRAEK_MAX_SF6110_BYTES. `accepted_before` holds (sender, sha256 hex) of
     the files accepted at file level earlier; `ledger` the instructions registered earlier
@@ -85,7 +154,9 @@ def judge_file(
     # so its Kommunekode is unknown: the kvittering says 0000).
     if max_bytes is not None and len(data) > max_bytes:
         return _file_rejected("F06", None)
-    decoded = decode_request_file(data)
+    # `prepared`: made from these bytes by `prepare_file` (maybe in another process).
+    prepared = prepared or prepare_file(data, received=received, max_bytes=max_bytes)
+    decoded = prepared.decoded
     if isinstance(decoded, FileRejected):
         return _file_rejected(decoded.kode, decoded.kommunekode)
 
@@ -94,7 +165,7 @@ def judge_file(
     if kommunekode not in kommunekoder() or not partners.may_send_sf6110(sender, kommunekode):
         return _file_rejected("F04", kommunekode)
     # F05: only an earlier file ACCEPTED at file level counts; a copy of a rejected one is judged afresh.
-    if (sender, sha256_hex(data)) in accepted_before:
+    if (sender, prepared.sha256) in accepted_before:
         return _file_rejected("F05", kommunekode)
 
     outcomes = judge_instructions(
@@ -104,6 +175,8 @@ def judge_file(
         pensionssager=pensionssager,
         ledger=ledger,
         first_open_period=first_open_period,
+        u01_element=prepared.u01_element,
+        cases=cases,
     )
     registered = registrations(
         decoded.instructions,
@@ -129,9 +202,13 @@ def judge_instructions(
     pensionssager: pl.DataFrame,
     ledger: pl.DataFrame,
     first_open_period: Callable[[dt.datetime], str] = calendar_first_open_period,
+    u01_element: pl.Series | None = None,
+    cases: CaseIndex | None = None,
 ) -> pl.DataFrame:
     """sf6110.md "Intake: instruction-level outcome" for the instructions of an accepted file
-    (contracts.sf6110.INSTRUCTION_SCHEMA): one OUTCOME_SCHEMA row per instruction, in file order."""
+    (contracts.sf6110.INSTRUCTION_SCHEMA): one OUTCOME_SCHEMA row per instruction, in file order.
+    `u01_element`: their first U01 offence (`prepare_file`), when already evaluated; `cases`:
+    the `CaseIndex` of `pensionssager`, when many files are judged against it."""
     received = received_second(received)
     judged_on = received.astimezone(TZ).date()  # README: a CPR is judged on the received date
     open_from = first_open_period(received)
@@ -170,8 +247,11 @@ def judge_instructions(
     )
     return (
         instructions.lazy()
-        .with_columns(u01_element_expr(judged_on))
-        .join(_cases_of(pensionssager, instructions).lazy(), on="cpr", how="left", maintain_order="left")
+        .with_columns(u01_element_expr(judged_on) if u01_element is None else u01_element)
+        .join(
+            (_cases_of(pensionssager, instructions) if cases is None else cases.cases_of(instructions)).lazy(),
+            on="cpr", how="left", maintain_order="left",
+        )  # fmt: skip
         .join(_ledger_history(ledger, kommunekode).lazy(), on="anmodning_id", how="left", maintain_order="left")
         .with_columns(kode=kode)
         .select(

@@ -67,6 +67,9 @@ STEP_RULES = [
     ("parsing", "contracts/sf6111.py", {"decode_sf6111"}),
     ("parsing", "contracts/sf2601.py", {"decode_sf2601"}),
     ("parsing", "contracts/envelope.py", {"decode_metadata", "decode_trigger", "decode_receipt"}),
+    # Intake decodes in worker processes (PENSIONSTRAEK_INTAKE_WORKERS): the profile sees only the
+    # command's own process waiting for a file the workers have not finished yet.
+    ("parsing (waiting for the intake workers)", "pipelines/intake.py", {"result"}),
     ("schema validation", "contracts/xmlsafe.py", {"first_schema_error", "load_schema"}),
     ("schema validation", "contracts/sf6110.py", {"request_schema", "instruction_schema"}),
     ("schema validation", "contracts/register.py", None),
@@ -140,14 +143,19 @@ def child(spec: dict) -> int:
         profiler.start()
     from pipelines.cli import main as cli_main
 
+    sampler = _FamilyMemory()
+    sampler.start()
     imported = time.perf_counter()
     status = cli_main(spec["argv"])
     finished = time.perf_counter()
+    sampler.stop()
     report = {
         "status": status,
         "import_s": imported - started,
         "command_s": finished - imported,
         "peak_mib": peak_rss_mib(),
+        # The command and its child processes together (the intake's decoding workers), sampled.
+        "peak_family_mib": sampler.peak_mib,
     }
     if profiler is not None:
         profiler.stop()
@@ -157,6 +165,41 @@ def child(spec: dict) -> int:
         report["categories"], report["steps"] = breakdown(session.root_frame())
     Path(spec["report"]).write_text(json.dumps(report))
     return 0
+
+
+class _FamilyMemory:
+    """The largest sum of resident memory of this process and its children, sampled every 0.1 s
+    (the children's own peaks are not in VmHWM, and ru_maxrss of children counts the parent's
+    pages at the fork)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_mib = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        me = str(os.getpid())
+        while not self._done.wait(0.1):
+            total = 0
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    fields = (entry / "stat").read_text().rpartition(")")[2].split()
+                    if entry.name == me or fields[1] == me:
+                        total += int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+                except (OSError, IndexError, ValueError):
+                    continue
+            self.peak_mib = max(self.peak_mib, total / 2**20)
 
 
 def peak_rss_mib() -> float:
@@ -322,7 +365,7 @@ def national(args: argparse.Namespace, var: Path, persons: int, instructions: in
     # With a single run (--quick), that run is the profiled one; otherwise one extra run each.
     profile_timed = args.breakdown and args.repeat == 1
 
-    intake_runs, intake_cpu, peaks = [], [], []
+    intake_runs, intake_cpu, peaks, worker_peaks = [], [], [], []
     for attempt in range(args.repeat):
         if attempt:
             restore(var, "before-intake")
@@ -330,6 +373,7 @@ def national(args: argparse.Namespace, var: Path, persons: int, instructions: in
         intake_runs.append(report["wall_s"])
         intake_cpu.append(report["cpu_s"])
         peaks.append(report["peak_mib"])
+        worker_peaks.append(report.get("peak_family_mib", 0.0))
     print(f"  {report['stdout']}")
     intake_profiled = report
     route(var / "exchange")  # the kvitteringer reach KP, their technical receipts come back
@@ -350,11 +394,13 @@ def national(args: argparse.Namespace, var: Path, persons: int, instructions: in
     sent = len(list((var / "exchange" / "udk-pension" / "OUT").glob("*.trigger")))
     print(f"SETTLEMENT {periode} with SF6111 + SF2601 ({sent} files sent), envelopes and checks, through the CLI: "
           f"{figures(settle_runs, settle_cpu)}  (target ≤ 4 s)")
-    print(f"PEAK MEMORY (max RSS of one command): {max(peaks):,.0f} MiB  (target < 1024 MiB)")
+    print(f"PEAK MEMORY (max RSS of one command): {max(peaks):,.0f} MiB  (target < 1024 MiB); "
+          f"intake with its decoding workers (sampled sum) {max(worker_peaks):,.0f} MiB")
 
     fixed = [run_command(var, ["intake"]) for _ in range(args.repeat)]
     print(f"FIXED COST `pensionstraek intake` with nothing waiting: "
           f"{figures([r['wall_s'] for r in fixed], [r['cpu_s'] for r in fixed])}  (target ≤ 1.5 s)")
+    fixed_profiled = run_command(var, ["intake"], profile=profiles / "fixed.txt") if args.breakdown else None
 
     peer_runs, peer_cpu = [], []
     for _ in range(args.repeat):
@@ -383,7 +429,9 @@ def national(args: argparse.Namespace, var: Path, persons: int, instructions: in
             intake_profiled = run_command(var, ["intake"], profile=profiles / "intake.txt")
             restore(var, "after-intake")
             settle_profiled = run_command(var, ["settle", periode], profile=profiles / "settle.txt")
-        print_breakdown("intake", intake_profiled)
+        print_breakdown("intake (target ≤ 6 s)", intake_profiled)
+        if fixed_profiled is not None:
+            print_breakdown("fixed cost (`pensionstraek intake` with nothing waiting; target ≤ 1.5 s)", fixed_profiled)
         print_breakdown(f"settle {periode}", settle_profiled)
         if args.profiles:
             print(f"  profiles kept in {profiles}")

@@ -241,7 +241,13 @@ def decode_request_file(data: bytes) -> RequestFile | FileRejected:
         survey = _survey(data)
         if isinstance(survey, FileRejected):
             return survey
-    read = _read(data)
+    # The common case first: a file the schema accepts, small enough to hold as a tree, is
+    # parsed and validated in one call in C (issue 11: twice as fast as the streaming reader).
+    # Anything else - refused by parser or schema, or too many elements - is read by the
+    # streaming reader below, which tells F01 from F02 and bounds the memory.
+    read = _read_whole(data)
+    if read is None:
+        read = _read(data)
     if isinstance(read, FileRejected):
         survey = _survey(data)
         if isinstance(survey, FileRejected):
@@ -266,6 +272,34 @@ def _without_xsi(data: bytes) -> bytes:
     cleaned = io.BytesIO()
     etree.fromstring(data, etree.XMLParser(target=_WithoutXsi(cleaned), **_PARSER_OPTIONS))
     return cleaned.getvalue()
+
+
+# The whole-tree reading is used only for files of at most this many `<` (every element,
+# comment and processing instruction starts with one): libxml2 needs a few hundred bytes per
+# node, so the tree stays within some tens of MB whatever the shape. A national file has ~55,000.
+WHOLE_TREE_MAX_TAGS = 250_000
+
+
+def _read_whole(data: bytes) -> tuple[str, str, str, "_InstructionColumns"] | None:
+    """`_read` for a file the schema accepts, parsed as a whole tree with the schema validating
+    as it parses (the same libxml2 validation as the streaming reader's); None when the file is
+    too large for a tree or the parser or the schema refuses it (the streaming reader then says
+    why). The same options as the streaming reader: comments and processing instructions
+    removed, no DTD, no entity, nothing fetched."""
+    if data.count(b"<") > WHOLE_TREE_MAX_TAGS:
+        return None
+    parser = etree.XMLParser(schema=request_schema(), remove_comments=True, remove_pis=True, **_PARSER_OPTIONS)
+    try:
+        root = etree.fromstring(data, parser)
+    except etree.XMLSyntaxError:
+        return None
+    if root.tag != _ROOT:
+        return None  # cannot pass the schema; the streaming reader says so
+    children = iter(root)
+    header = [next(children).text or "" for _ in range(3)]  # the schema fixes the first three
+    instructions = _InstructionColumns()
+    instructions.add_all(children)
+    return header[0], header[1], header[2], instructions
 
 
 def _read(data: bytes) -> tuple[str, str, str, "_InstructionColumns"] | FileRejected:
@@ -368,6 +402,33 @@ class _InstructionColumns:
                     self.post_beloeb.append(post[1].text or "")
             else:
                 self._by_tag[tag][position] = element.text or ""
+
+    def add_all(self, traek_anmodninger) -> None:
+        """`add` for every TraekAnmodning of a validated tree, in one loop (the hot path of a
+        national intake: 300,000 instructions)."""
+        by_tag = self._by_tag
+        specifikation = self._specifikation
+        columns = list(self.columns.values())
+        present = self.specifikation_present
+        post_position, post_tekst, post_beloeb = self.post_position, self.post_tekst, self.post_beloeb
+        position = self.count
+        for traek_anmodning in traek_anmodninger:
+            for values in columns:
+                values.append(None)
+            present.append(False)
+            for element in traek_anmodning:
+                tag = element.tag
+                if tag == specifikation:
+                    present[position] = True
+                    for post in element:  # the schema fixes Post = (Tekst, Beloeb)
+                        tekst, beloeb = post
+                        post_position.append(position)
+                        post_tekst.append(tekst.text or "")
+                        post_beloeb.append(beloeb.text or "")
+                else:
+                    by_tag[tag][position] = element.text or ""
+            position += 1
+        self.count = position
 
     def frame(self) -> pl.DataFrame:
         frame = pl.DataFrame(
@@ -671,6 +732,23 @@ def u01_offences(judged_on: dt.date | pl.Expr) -> dict[str, pl.Expr]:
         "Specifikation": (med_beloeb & ~specifikation_ok) | (ophoer & specifikation_present),
         "Reference": present("reference") & ~text_length_ok(pl.col("reference")),
     }
+
+
+def u01_offence_frame(instructions: pl.DataFrame, judged_on: dt.date) -> pl.DataFrame:
+    """One boolean column per U01 element (`u01_offences`, in U01 order), one row per
+    instruction: the value rules evaluated once, for the judge (`u01_first_offence`) and the
+    contract's figures alike (issue 11: they were evaluated twice, and a third time by pandera)."""
+    return instructions.select(**u01_offences(judged_on))
+
+
+def u01_first_offence(offences: pl.DataFrame) -> pl.Series:
+    """The first offending element per row of `u01_offence_frame`, null when the values hold:
+    the same as `u01_element_expr`."""
+    return offences.select(
+        pl.coalesce([pl.when(pl.col(element)).then(pl.lit(element)).otherwise(None) for element in U01_ELEMENTS])
+        .cast(pl.String)
+        .alias("element")
+    ).to_series()
 
 
 def u01_element_expr(judged_on: dt.date | pl.Expr) -> pl.Expr:

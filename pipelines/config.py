@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from contracts.codes import kommunekoder
 
 EXCHANGE_URL = "PENSIONSTRAEK_EXCHANGE_URL"
 SFTP_KEY = "PENSIONSTRAEK_SFTP_KEY"
@@ -22,6 +21,7 @@ PARTNERS = "PENSIONSTRAEK_PARTNERS"
 KEEP_DELIVERIES = "PENSIONSTRAEK_KEEP_DELIVERIES"  # exchange.md: processed pairs are removed from IN/ (configurable: keep)
 MAX_SF6110_BYTES = "PENSIONSTRAEK_MAX_SF6110_BYTES"  # sf6110.md F06
 ORPHAN_DATA_SECONDS = "PENSIONSTRAEK_ORPHAN_DATA_SECONDS"  # exchange.md: data without metadata "for longer than a configurable time"
+INTAKE_WORKERS = "PENSIONSTRAEK_INTAKE_WORKERS"  # issue 11: processes that decode the SF6110 files of a run
 DEFAULT_MAX_SF6110_BYTES = 64 * 1024 * 1024
 DEFAULT_ORPHAN_DATA_SECONDS = 3600
 
@@ -46,10 +46,20 @@ VARIABLES: dict[str, tuple[str, str]] = {
     STATE_URL: (DEFAULTS[STATE_URL], "tilstandslageret: arkiv, ledger, afgørelser, alt sendt"),
     PARTNERS: ("indbygget", "TOML-fil med partnerkonti og de kommuner, de taler for"),
     KEEP_DELIVERIES: ("false", "true: behandlede leverancer bliver liggende i IN/"),
+    INTAKE_WORKERS: ("2", "processer, der afkoder en intakes SF6110-filer (1: i kommandoens egen proces)"),
     SENSOR_INTERVAL: ("30", "sekunder mellem sensorens kig i IN/"),
     RECEIPT_TIMEOUT_MINUTES: ("60", "minutter før en sendt fil uden teknisk kvittering vises som manglende"),
     "DAGSTER_HOME": (DEFAULTS["DAGSTER_HOME"], "Dagster-instansen (dagster.yaml; SQLite som standard)"),
 }
+
+
+def kommunekoder() -> frozenset[str]:
+    """contracts.codes.kommunekoder, imported when a partner file is judged: the code list is
+    read with polars, which a command that judges none (`pensionstraek --help`, `exchange
+    route`) need not import (issue 11, the fixed cost of a command)."""
+    from contracts.codes import kommunekoder as codes
+
+    return codes()
 
 
 class ConfigError(Exception):

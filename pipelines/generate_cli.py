@@ -11,8 +11,6 @@ import argparse
 import time
 from pathlib import Path
 
-import polars as pl
-
 
 def add_arguments(parser: argparse.ArgumentParser, formatter_class=argparse.HelpFormatter) -> list[argparse.ArgumentParser]:
     """The subcommands `register` and `sf6110` (returned, for the caller's finishing touches)."""
@@ -70,6 +68,8 @@ def generate(args: argparse.Namespace) -> int:
     register_file = Path(args.register) / "pensionssager" / f"{args.periode}.parquet"
     if not register_file.is_file():
         raise SystemExit(f"registeret har ingen pensionssager for {args.periode} ({register_file} findes ikke)")
+    import polars as pl  # here: building the command line (every command does) needs no polars
+
     sager = pl.read_parquet(register_file)
     files = generate_request_files(
         sager, instructions=args.instructions, fra_periode=args.periode, seed=args.seed, invalid_share=args.invalid_share

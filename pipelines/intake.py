@@ -24,15 +24,17 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
 
 import polars as pl
 
-from assets.sf6110_rules import judge_file
+from assets import sf6110_rules
+from assets.sf6110_rules import CaseIndex, Prepared, judge_file, prepare_file
 from contracts.cpr import mask_cpr, mask_text
 from contracts.envelope import (
     METADATA_SUFFIX,
@@ -41,6 +43,7 @@ from contracts.envelope import (
     is_valid_envelope_name,
 )
 from contracts.sf6110 import (
+    U01_ELEMENTS,
     RequestFile,
     decode_request_file,
     encode_kvittering,
@@ -103,6 +106,12 @@ class IntakeReport:
         return counts
 
 
+# Below this many bytes waiting, the files are prepared in this process: starting the workers
+# (a Python each, importing polars) costs more than it saves.
+PARALLEL_MIN_BYTES = 4 * 1024 * 1024
+WORKER_NICENESS = 5
+
+
 def run_intake(
     client: ExchangeClient,
     state: StateStore,
@@ -113,12 +122,16 @@ def run_intake(
     run_id: str = "",
     max_bytes: int | None = None,
     orphan_after_seconds: float = 3600,
+    workers: int = 1,
+    parallel_min_bytes: int = PARALLEL_MIN_BYTES,
 ) -> IntakeReport:
     """One intake pass. `newest_pensionssager` is called only when there is something to judge:
     without a snapshot, intake fails and leaves the deliveries waiting (sf6110.md), but the
     technical receipts are recorded first. `run_id` (the Dagster run) is kept in each decision;
     `max_bytes` is PENSIONSTRAEK_MAX_SF6110_BYTES, `orphan_after_seconds`
-    PENSIONSTRAEK_ORPHAN_DATA_SECONDS."""
+    PENSIONSTRAEK_ORPHAN_DATA_SECONDS, `workers` PENSIONSTRAEK_INTAKE_WORKERS: the processes that
+    decode the files (when at least `parallel_min_bytes` wait). Whatever the number, every file
+    is archived before it is decoded and judged in the same order, so the outcome is the same."""
     with state.lock("intake"):
         _remove_orphaned_temporaries(state, client)
         receipts = record_receipts(client, state, keep=keep)
@@ -130,8 +143,63 @@ def run_intake(
             return IntakeReport(files=[], receipts=receipts, strays=strays)
         snapshot_periode, pensionssager = newest_pensionssager()
         judge = _Judge(state, partners, pensionssager, snapshot_periode, run_id, max_bytes)
-        reports = [_take_in(client, state, partners, judge, delivery, keep) for delivery in deliveries]
+        parallel = workers > 1 and len(deliveries) > 1 and sum(d.size for d in deliveries) >= parallel_min_bytes
+        with _Preparer(workers if parallel else 1, max_bytes) as preparer:
+            reports = []
+            # Files received (read, archived, handed to a worker) while earlier ones are judged and
+            # answered, in the order of IN/: a window, so that memory holds a few files, not all.
+            window: deque[_Received | FileReport] = deque()
+            for delivery in deliveries:
+                window.append(_receive(client, state, partners, preparer, delivery, keep))
+                while len(window) > preparer.lookahead:
+                    reports.append(_answer(client, state, partners, judge, window.popleft(), keep))
+            while window:
+                reports.append(_answer(client, state, partners, judge, window.popleft(), keep))
         return IntakeReport(files=[r for r in reports if r is not None], receipts=receipts, strays=strays)
+
+
+class _Preparer:
+    """`prepare_file` (decoding, U01's value rules) for the files of a run: in `workers` processes
+    of their own (started fresh: they inherit no lock and no open file), or in this one when
+    `workers` is 1. Results are taken in the order of submission, and a worker that fails is never
+    the file's outcome: the file is then prepared here (and judged UAFGJORT only if that fails)."""
+
+    def __init__(self, workers: int, max_bytes: int | None):
+        self.max_bytes = max_bytes
+        self.pool = None
+        self.lookahead = 0
+        if workers > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # The workers only read ahead: the command's own process, which judges, writes and
+            # answers in order, is the run's critical path, so the workers yield the CPU to it.
+            self.pool = ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(WORKER_NICENESS,)
+            )
+            self.lookahead = 2 * workers  # keeps every worker busy while one file is answered
+
+    def __enter__(self) -> "_Preparer":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, data: bytes, received: dt.datetime) -> Callable[[], Prepared]:
+        if self.pool is None:
+            return lambda: prepare_file(data, received=received, max_bytes=self.max_bytes)
+        # By its module's name: what the worker imports (and runs) is the rules' own function.
+        future = self.pool.submit(sf6110_rules.prepare_file, data, received=received, max_bytes=self.max_bytes)
+
+        def result() -> Prepared:
+            try:
+                return future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker's failure (killed, out of memory)
+                log.warning("SF6110: forberedelse i en arbejdsproces fejlede (%s); forberedes her", type(exc).__name__)
+                return prepare_file(data, received=received, max_bytes=self.max_bytes)
+
+        return result
 
 
 def _remove_orphaned_temporaries(state: StateStore, client: ExchangeClient) -> None:
@@ -156,13 +224,17 @@ class _Judge:
         self.run_id = run_id
         self.partners = partners
         self.pensionssager = pensionssager
+        self.cases = CaseIndex(pensionssager)
         self.snapshot = snapshot
         self.ledger = state.ledger()
+        self.outcomes: dict[str, pl.DataFrame] = {}
         self.accepted_before = {
             (d["afsender"], d["sha256"]) for d in state.decisions() if d["status"] == "MODTAGET"
         }
 
-    def decide(self, data: bytes, sender: str, name: str, uuid: str, received: dt.datetime) -> dict:
+    def decide(
+        self, data: bytes, sender: str, name: str, uuid: str, received: dt.datetime, prepared: Prepared | None = None
+    ) -> dict:
         decision = judge_file(
             data,
             sender=sender,
@@ -174,6 +246,8 @@ class _Judge:
             pensionssager=self.pensionssager,
             ledger=self.ledger,
             max_bytes=self.max_bytes,
+            prepared=prepared,
+            cases=self.cases,
         )
         rejected = decision.outcomes.filter(pl.col("status") == "AFVIST")
         record = {
@@ -193,24 +267,40 @@ class _Judge:
             "decided_at": utc_now().isoformat(),
             "run_id": self.run_id,
         }
+        if decision.status == "MODTAGET" and prepared is not None and prepared.offences is not None:
+            # The instruction contract's figures (check anmodninger_overholder_formatet), from the
+            # same evaluation of U01's rules: the check need not decode the file again.
+            record["kontrakt"] = file_contract(name, prepared.decoded.instructions, prepared.offences)
         self.state.commit_decision(record, decision.outcomes, decision.registered)
         if decision.registered.height:
             self.ledger = pl.concat([self.ledger, decision.registered.select(self.ledger.columns)])
         if decision.status == "MODTAGET":
             self.accepted_before.add((sender, record["sha256"]))
+        self.outcomes[uuid] = decision.outcomes  # as committed: the kvittering needs not read them back
         return record
 
 
-def _take_in(
+@dataclass
+class _Received:
+    """A delivery through steps 1–2 (envelope checked, archived), waiting to be judged."""
+
+    delivery: Delivery
+    data: bytes
+    uuid: str
+    sender: str
+    prepared: Callable[[], Prepared] | None  # None: decided before (no need to decode)
+
+
+def _receive(
     client: ExchangeClient,
     state: StateStore,
     partners: Partners,
-    judge: _Judge,
+    preparer: _Preparer,
     delivery: Delivery,
     keep: bool,
-) -> FileReport | None:
-    """One delivery through steps 1–5; None when it is a delivery already taken in and answered,
-    left in IN/ (kept, or a run that died before removing it)."""
+) -> _Received | FileReport:
+    """Steps 1–2: the envelope (quarantine: the report), then the archive, then the file is
+    handed to be prepared."""
     name = delivery.name
     metadata_raw = client.read(f"IN/{name}.metadata")
     data = client.read(f"IN/{name}")
@@ -231,13 +321,29 @@ def _take_in(
     # exchange.md: archived unchanged before anything else happens.
     state.write_once(f"archive/received/{uuid}/{name}", data)
     state.write_once(f"archive/received/{uuid}/{name}.metadata", metadata_raw)
+    prepared = None if state.has_decision(uuid) else preparer.submit(data, delivery.received)
+    return _Received(delivery, data, uuid, sender, prepared)
 
+
+def _answer(
+    client: ExchangeClient,
+    state: StateStore,
+    partners: Partners,
+    judge: _Judge,
+    received: _Received | FileReport,
+    keep: bool,
+) -> FileReport | None:
+    """Steps 3–5 of a received delivery: judged (unless decided before), answered, removed."""
+    if isinstance(received, FileReport):
+        return received  # quarantined
+    delivery, data, uuid, sender, name = received.delivery, received.data, received.uuid, received.sender, received.delivery.name
     decided_before = state.has_decision(uuid)
     if decided_before:
         record = state.read_json(state.decision_path(uuid))
     else:
         try:
-            record = judge.decide(data, sender, name, uuid, delivery.received)
+            prepared = received.prepared() if received.prepared is not None else None
+            record = judge.decide(data, sender, name, uuid, delivery.received, prepared)
         except Exception as exc:  # noqa: BLE001 - sf6110.md: never holds up other deliveries
             return _undecided(delivery, sender, uuid, exc)
     kvittering_name = kvittering_filnavn(record["kommunekode"], uuid)
@@ -262,7 +368,7 @@ def _take_in(
         modtaget=dt.datetime.fromisoformat(record["modtaget"]),
         status=record["status"],
         kode=record["kode"],
-        outcomes=state.outcomes(uuid),
+        outcomes=judge.outcomes.pop(uuid) if uuid in judge.outcomes else state.outcomes(uuid),
     )
     send(
         client,
@@ -470,24 +576,60 @@ def instruction_contract(state: StateStore, decision: dict) -> InstructionContra
     return instruction_contracts(state, [decision])
 
 
+def _example(filnavn: str, position: int, anmodning_id: str | None, check: str, cpr: str | None) -> str:
+    # Only the municipality's own id may hide a CPR; the file name's digits are a timestamp.
+    return f"{filnavn} nr. {position + 1} ({mask_text(str(anmodning_id)[:36])}): {check}, CPR {mask_cpr(cpr)}"
+
+
+def file_contract(filnavn: str, instructions: pl.DataFrame, offences: pl.DataFrame) -> dict:
+    """The instruction contract of one accepted file from its `u01_offence_frame` (the judge's
+    evaluation of U01's rules): how many instructions break each element's rule, and the first
+    three (instruction, rule) failures, masked. The same figures as the pandera model gives
+    (`instruction_contracts` on the archived file), without decoding or evaluating again."""
+    failures = offences.select(pl.col(e).sum() for e in U01_ELEMENTS).row(0, named=True)
+    offending = offences.with_row_index("index").filter(pl.any_horizontal(U01_ELEMENTS)).head(3)
+    examples: list[str] = []
+    for row in offending.iter_rows(named=True):
+        instruction = instructions.row(row["index"], named=True)
+        examples += [
+            _example(filnavn, instruction["position"], instruction["anmodning_id"], f"U01_{e}", instruction["cpr"])
+            for e in U01_ELEMENTS
+            if row[e]
+        ]
+    return {
+        "anmodninger": instructions.height,
+        "fejl": {element: n for element, n in failures.items() if n},
+        "eksempler": examples[:3],
+    }
+
+
 def instruction_contracts(state: StateStore, decisions: list[dict]) -> InstructionContract:
     """`instruction_contract` over many files at once, with up to three examples per file in the
-    order of `decisions`. One validation per day of receipt (U01's rules depend on the judging
-    date) instead of one per file: pandera's cost is mostly per call, and at national scale the
-    per-file calls were a quarter of the intake run (issue 11)."""
-    import pandera.polars as pa
-
+    order of `decisions`. A decision made by intake carries its file's figures (`file_contract`);
+    only the files of older decisions are decoded and validated by the pandera model here, one
+    validation per day of receipt (U01's rules depend on the judging date) instead of one per
+    file: pandera's cost is mostly per call (issue 11)."""
+    stored = {number: d["kontrakt"] for number, d in enumerate(decisions) if "kontrakt" in d}
     files: list[tuple[dict, pl.DataFrame, dt.date]] = []
-    for decision in decisions:
+    numbers: list[int] = []  # of each file in `decisions`
+    for number, decision in enumerate(decisions):
+        if number in stored:
+            continue
         data = state.read(f"archive/received/{decision['file_transfer_uuid']}/{decision['filnavn']}")
         request_file = decode_request_file(data)
         if isinstance(request_file, RequestFile):
             received_on = dt.datetime.fromisoformat(decision["modtaget"]).astimezone(TZ).date()
             files.append((decision, request_file.instructions, received_on))
+            numbers.append(number)
 
     by_element: Counter = Counter()
     examples: dict[int, list[str]] = {}
+    for number, contract in stored.items():
+        by_element.update({f"U01_{element}": n for element, n in contract["fejl"].items()})
+        examples[number] = list(contract["eksempler"])
     for received_on in sorted({day for _, _, day in files}):
+        import pandera.polars as pa  # only here: a tenth of a second to import
+
         group = [(number, f) for number, f in enumerate(files) if f[2] == received_on]
         frame = pl.concat([instructions for _, (_, instructions, _) in group], how="vertical", rechunk=False)
         starts = pl.Series("start", [0] + list(accumulate(f[1].height for _, f in group))[:-1], dtype=pl.UInt32)
@@ -502,14 +644,12 @@ def instruction_contracts(state: StateStore, decisions: list[dict]) -> Instructi
             rows = rows.with_columns(fil=starts.search_sorted(rows["index"], side="right").cast(pl.Int64) - 1)
             for (fil,), in_file in rows.group_by("fil", maintain_order=True):
                 number, (decision, _, _) = group[fil]
-                examples[number] = [
-                    # Only the municipality's own id may hide a CPR; the file name's digits are a timestamp.
-                    f"{decision['filnavn']} nr. {r['position'] + 1} ({mask_text(str(r['anmodning_id'])[:36])}): "
-                    f"{r['check']}, CPR {mask_cpr(r['cpr'])}"
+                examples[numbers[number]] = [
+                    _example(decision["filnavn"], r["position"], r["anmodning_id"], r["check"], r["cpr"])
                     for r in in_file.head(3).iter_rows(named=True)
                 ]
     return InstructionContract(
-        sum(instructions.height for _, instructions, _ in files),
+        sum(instructions.height for _, instructions, _ in files) + sum(c["anmodninger"] for c in stored.values()),
         {check.removeprefix("U01_"): n for check, n in sorted(by_element.items())},
         [example for number in sorted(examples) for example in examples[number]],
     )

@@ -12,6 +12,7 @@ import dagster as dg
 from pipelines.config import (
     DEFAULT_MAX_SF6110_BYTES,
     DEFAULT_ORPHAN_DATA_SECONDS,
+    INTAKE_WORKERS,
     KEEP_DELIVERIES,
     MAX_SF6110_BYTES,
     ORPHAN_DATA_SECONDS,
@@ -33,6 +34,7 @@ class StateResource(dg.ConfigurableResource):
     keep_deliveries: bool = False  # exchange.md: remove processed pairs from IN/ (configurable: keep)
     max_sf6110_bytes: int = DEFAULT_MAX_SF6110_BYTES  # PENSIONSTRAEK_MAX_SF6110_BYTES: larger is F06
     orphan_data_seconds: int = DEFAULT_ORPHAN_DATA_SECONDS  # PENSIONSTRAEK_ORPHAN_DATA_SECONDS
+    intake_workers: int = 2  # PENSIONSTRAEK_INTAKE_WORKERS: both cores of the machine (issue 11)
 
     def store(self) -> StateStore:
         return StateStore(self.url)
@@ -47,6 +49,7 @@ class StateResource(dg.ConfigurableResource):
             keep_deliveries=keep in ("1", "true"),
             max_sf6110_bytes=positive_whole_number(MAX_SF6110_BYTES, DEFAULT_MAX_SF6110_BYTES),
             orphan_data_seconds=positive_whole_number(ORPHAN_DATA_SECONDS, DEFAULT_ORPHAN_DATA_SECONDS),
+            intake_workers=positive_whole_number(INTAKE_WORKERS, 2),
         )
 
 

@@ -237,6 +237,7 @@ WRONG = {
     "broken partners": (["intake"], {"PENSIONSTRAEK_PARTNERS": "broken.toml"}, "PENSIONSTRAEK_PARTNERS"),
     "partners naming an unknown kommune": (["intake"], {"PENSIONSTRAEK_PARTNERS": "unknown_kommune.toml"}, "PENSIONSTRAEK_PARTNERS"),
     "keep deliveries maybe": (["intake"], {"PENSIONSTRAEK_KEEP_DELIVERIES": "maybe"}, "PENSIONSTRAEK_KEEP_DELIVERIES"),
+    "no intake workers": (["intake"], {"PENSIONSTRAEK_INTAKE_WORKERS": "0"}, "PENSIONSTRAEK_INTAKE_WORKERS"),
     "unknown register scheme": (["intake"], {"PENSIONSTRAEK_REGISTER_URL": "nosuchscheme://x"}, "PENSIONSTRAEK_REGISTER_URL"),
     "settle with a wrong exchange URL": (["settle", "P"], {"PENSIONSTRAEK_EXCHANGE_URL": "ftp://x"}, "PENSIONSTRAEK_EXCHANGE_URL"),
     # Periods outside the monthly partitions (or not periods at all).

@@ -584,6 +584,20 @@ def test_judge_instructions_on_a_frame():
     assert result.rows() == [(0, "KBH-1", "MODTAGET", None, None)]
 
 
+def test_the_case_index_finds_what_a_scan_of_the_snapshot_finds():
+    from assets.sf6110_rules import CaseIndex, _cases_of
+
+    index = CaseIndex(PENSIONSSAGER)
+    known = PENSIONSSAGER["cpr"].to_list()
+    for cprs in (known[:1], known[::-1] + ["0000000000", ""], [], known[1:] * 2):
+        frame = pl.DataFrame({"cpr": cprs}, schema={"cpr": pl.String})
+        assert index.cases_of(frame).sort("cpr").equals(_cases_of(PENSIONSSAGER, frame).sort("cpr"))
+    twice = CaseIndex(pl.concat([PENSIONSSAGER, PENSIONSSAGER.head(1)]))
+    for _ in range(2):  # the second look-up would use an index: a snapshot with a CPR twice has none
+        with pytest.raises(ValueError, match="more than one row"):
+            twice.cases_of(pl.DataFrame({"cpr": known[:1]}))
+
+
 def test_duplicate_cases_in_pensionssager_are_an_error_not_a_guess():
     twice = pl.concat([PENSIONSSAGER, PENSIONSSAGER.head(1)])
     frame = pl.DataFrame([opret() | {"position": 0}], schema=INSTRUCTION_SCHEMA)

@@ -1,0 +1,92 @@
+"""The default SQLite instance (DAGSTER_HOME without a storage section), used by a command for the
+one process it lives: the same files and tables as Dagster's own SQLite storages, reached through
+one SQLAlchemy engine per database file instead of a new engine for every statement.
+
+Dagster 1.13's SQLite storages call `create_engine` on every connection (NullPool): about 7 ms
+each on the development machine, and a run stores every event through two or three of them (the
+run's own database, the index, the asset tables). An empty `pensionstraek intake` made ~210, a
+national intake ~900: a second and five seconds of a command's time (issue 11, "fixed cost").
+With NullPool an engine holds no connection, so sharing it changes nothing about what reaches
+the disk or when; only the engine's set-up (dialect, compiled-statement cache) is kept.
+
+Only an instance whose storages are exactly Dagster's SQLite classes is changed; PostgreSQL
+(deploy/dagster.yaml) and any other storage are left as they are. The webserver and the daemon
+open the same files with Dagster's own classes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import dagster as dg
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sql import create_engine
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from sqlalchemy import event
+from sqlalchemy.pool import NullPool
+
+_engines_lock = threading.Lock()
+
+
+def _engine(storage, conn_string: str, **kwargs):
+    """The storage's engine for `conn_string`, made on first use."""
+    with _engines_lock:
+        engines = storage.__dict__.setdefault("_pensionstraek_engines", {})
+        engine = engines.get(conn_string)
+        if engine is None:
+            engine = engines[conn_string] = create_engine(conn_string, poolclass=NullPool, **kwargs)
+            event.listen(engine, "connect", _wal_normal)
+        return engine
+
+
+def _wal_normal(connection, _record) -> None:
+    # SQLite's advice for WAL databases (Dagster makes every one WAL): commits wait for no fsync;
+    # a killed process loses nothing, a power cut at most the last events (docs/decisions.md).
+    connection.execute("PRAGMA synchronous=NORMAL")
+
+
+class _RunStorage(SqliteRunStorage):
+    @contextmanager
+    def connect(self) -> Iterator:
+        with _engine(self, self._conn_string).connect() as conn:
+            with conn.begin():
+                yield conn
+
+
+class _ScheduleStorage(SqliteScheduleStorage):
+    @contextmanager
+    def connect(self) -> Iterator:
+        with _engine(self, self._conn_string).connect() as conn:
+            with conn.begin():
+                yield conn
+
+
+class _EventLogStorage(SqliteEventLogStorage):
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator:
+        # As SqliteEventLogStorage._connect, with the engine kept per shard.
+        with self._db_lock:
+            engine = _engine(
+                self, self.conn_string_for_shard(shard), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+            )
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+
+
+_FASTER = {SqliteRunStorage: _RunStorage, SqliteScheduleStorage: _ScheduleStorage, SqliteEventLogStorage: _EventLogStorage}
+
+
+def keep_engines(instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """`instance`, its SQLite storages reached through kept engines (see the module docstring)."""
+    for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
+        faster = _FASTER.get(type(storage))
+        if faster is not None:
+            storage.__class__ = faster
+    return instance
