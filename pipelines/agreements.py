@@ -15,9 +15,7 @@ from pathlib import Path
 
 from contracts.codes import kommunekoder
 from contracts.sf1411 import SOCIAL_PENSION_FELTER
-from pipelines.config import ConfigError, env
-
-AGREEMENTS = "PENSIONSTRAEK_AGREEMENTS"
+from pipelines.config import AGREEMENTS, ConfigError, env
 
 SERVICES = ("SF1411_A", "SF1411_B", "SF1411_D")
 ALLE = "alle"

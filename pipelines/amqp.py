@@ -28,13 +28,15 @@ import pika
 import pika.exceptions
 
 from contracts.beskedkuvert import STATUS_MODTAGET, STATUS_UGYLDIG, BeskedError, read_standard_retur
-from pipelines.config import ConfigError, env
+from pipelines.config import (
+    BESKEDFORDELER_CA,
+    BESKEDFORDELER_CERT,
+    BESKEDFORDELER_KEY,
+    BESKEDFORDELER_URL,
+    ConfigError,
+    env,
+)
 from pipelines.outbox import Answer, Outgoing
-
-BESKEDFORDELER_URL = "PENSIONSTRAEK_BESKEDFORDELER_URL"
-BESKEDFORDELER_CERT = "PENSIONSTRAEK_BESKEDFORDELER_CERT"
-BESKEDFORDELER_KEY = "PENSIONSTRAEK_BESKEDFORDELER_KEY"
-BESKEDFORDELER_CA = "PENSIONSTRAEK_BESKEDFORDELER_CA"
 
 EXCHANGE = "AFSEND_BESKED_EXCHANGE"
 REPLY_TO = "amq.rabbitmq.reply-to"

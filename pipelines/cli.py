@@ -12,7 +12,10 @@ from pathlib import Path
 
 from pipelines.config import (
     EXCHANGE_URL,
+    MESSAGE_VARIABLES,
     REGISTER_URL,
+    RUN_VARIABLE_NAMES,
+    SERVICE_VARIABLES,
     SFTP_KEY,
     SFTP_KNOWN_HOSTS,
     STATE_URL,
@@ -43,8 +46,12 @@ def environment_epilog(names: tuple[str, ...] | None = None) -> str:
 
 
 # What each command reads (operations.md "Configuration").
-RUN_VARIABLES = tuple(VARIABLES)
+RUN_VARIABLES = RUN_VARIABLE_NAMES
 STATE_ONLY = (STATE_URL,)
+SNAPSHOT_VARIABLES = (REGISTER_URL, STATE_URL, "DAGSTER_HOME")
+SERVE_VARIABLES = (*SERVICE_VARIABLES, STATE_URL)
+HAENDELSER_VARIABLES = (*MESSAGE_VARIABLES, REGISTER_URL, STATE_URL, "DAGSTER_HOME")
+FORDELER_VARIABLES = tuple(name for name in MESSAGE_VARIABLES if name.startswith("PENSIONSTRAEK_BESKEDFORDELER"))
 STATUS_VARIABLES = (EXCHANGE_URL, SFTP_KEY, SFTP_KNOWN_HOSTS, REGISTER_URL, STATE_URL)
 
 
@@ -471,27 +478,55 @@ def build_parser() -> argparse.ArgumentParser:
         _danish(sub)
     generate.set_defaults(func=cmd_generate)
 
-    haendelser = commands.add_parser("haendelser", help="take in TIP_OvergangFolkepension, make P's SF1411_D and SF2610 messages, deliver what waits")
+    haendelser = _add(
+        commands, "haendelser", cmd_haendelser,
+        "take in TIP_OvergangFolkepension, make P's SF1411_D and SF2610 messages, deliver what waits",
+        "Takes in what waits in dueslag.udk-pension, makes period P's SF1411_D notices and SF2610 "
+        "events from the snapshot comparison (P against the newest earlier snapshot), commits them "
+        "to the outbox and publishes what has no StandardRetur 20. Without a broker they wait.",
+        variables=HAENDELSER_VARIABLES,
+    )
     haendelser.add_argument("periode", nargs="?", help="YYYY-MM (default: the newest snapshot)")
-    haendelser.set_defaults(func=cmd_haendelser)
 
-    beskeder = commands.add_parser("beskeder", help="the SF1411_D and SF2610 messages made, received and delivered")
+    beskeder = _add(
+        commands, "beskeder", cmd_beskeder,
+        "the SF1411_D and SF2610 messages made, received and delivered",
+        "Lists the messages of the outbox and those received, per period: made, delivered (20), "
+        "refused (40) or waiting. Reads the state store only.",
+        variables=STATE_ONLY,
+    )
     beskeder.add_argument("periode", nargs="?", help="YYYY-MM (default: all)")
     beskeder.add_argument("--json", action="store_true", help="one JSON object per message")
-    beskeder.set_defaults(func=cmd_beskeder)
 
-    fordeler = commands.add_parser("beskedfordeler", help="the emulated Beskedfordeler distribution on a RabbitMQ broker")
+    fordeler = _add(
+        commands, "beskedfordeler", cmd_beskedfordeler,
+        "the emulated Beskedfordeler distribution on a RabbitMQ broker",
+        "Distributes what is published to AFSEND_BESKED_EXCHANGE into the durable dueslag.* "
+        "queues and answers each message with a StandardRetur, as KOMBIT's Beskedfordeler does.",
+        variables=FORDELER_VARIABLES,
+    )
     fordeler.add_argument("--url", help="the broker (default PENSIONSTRAEK_BESKEDFORDELER_URL)")
     fordeler.add_argument("--once", action="store_true", help="distribute what waits now, then stop")
-    fordeler.set_defaults(func=cmd_beskedfordeler)
-    snapshot = commands.add_parser("snapshot", help="take in P's register snapshot now (contract + SF1411 look-up snapshot)")
-    snapshot.add_argument("periode", nargs="?", help="YYYY-MM (default: the newest period in the register)")
-    snapshot.set_defaults(func=cmd_snapshot)
 
-    serve = commands.add_parser("serve", help="the SF1411 web service (SOAP 1.1 over mutual TLS)")
+    snapshot = _add(
+        commands, "snapshot", cmd_snapshot,
+        "take in P's register snapshot now (contract + SF1411 look-up snapshot)",
+        "Judges P's pensionssager contract and builds the SF1411 look-up snapshot (job "
+        "sf1411_snapshot); the running service answers from it within seconds.",
+        variables=SNAPSHOT_VARIABLES,
+    )
+    snapshot.add_argument("periode", nargs="?", help="YYYY-MM (default: the newest period in the register)")
+
+    serve = _add(
+        commands, "serve", cmd_serve,
+        "the SF1411 web service (SOAP 1.1 over mutual TLS)",
+        "Serves SF1411_A, SF1411_B and SF1411_D IF03 over mutual TLS from the newest look-up "
+        "snapshot; the agreements and certificates are judged at start. Without the certificate "
+        "variables a throw-away CA and certificates are made under ./var/service/.",
+        variables=SERVE_VARIABLES,
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8443)
-    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -26,6 +26,20 @@ DEFAULT_MAX_SF6110_BYTES = 64 * 1024 * 1024
 DEFAULT_ORPHAN_DATA_SECONDS = 3600
 
 SENSOR_INTERVAL = "PENSIONSTRAEK_SENSOR_INTERVAL"
+
+# The SF1411 web service and the messages (operations.md "Configuration", sf1411-sf2610.md).
+AGREEMENTS = "PENSIONSTRAEK_AGREEMENTS"
+SERVICE_CERT = "PENSIONSTRAEK_SERVICE_CERT"
+SERVICE_KEY = "PENSIONSTRAEK_SERVICE_KEY"
+SERVICE_CLIENT_CA = "PENSIONSTRAEK_SERVICE_CLIENT_CA"
+SF1411_POLL_SECONDS = "PENSIONSTRAEK_SF1411_POLL_SECONDS"
+SF1411_ACCESS_LOG = "PENSIONSTRAEK_SF1411_ACCESS_LOG"
+BESKEDFORDELER_URL = "PENSIONSTRAEK_BESKEDFORDELER_URL"
+BESKEDFORDELER_CERT = "PENSIONSTRAEK_BESKEDFORDELER_CERT"
+BESKEDFORDELER_KEY = "PENSIONSTRAEK_BESKEDFORDELER_KEY"
+BESKEDFORDELER_CA = "PENSIONSTRAEK_BESKEDFORDELER_CA"
+UDK_SYSTEM_UUID = "PENSIONSTRAEK_UDK_SYSTEM_UUID"
+SF2610_MODTAGER = "PENSIONSTRAEK_SF2610_MODTAGER"
 RECEIPT_TIMEOUT_MINUTES = "PENSIONSTRAEK_RECEIPT_TIMEOUT_MINUTES"
 
 DEFAULTS = {
@@ -51,6 +65,29 @@ VARIABLES: dict[str, tuple[str, str]] = {
     RECEIPT_TIMEOUT_MINUTES: ("60", "minutter før en sendt fil uden teknisk kvittering vises som manglende"),
     "DAGSTER_HOME": (DEFAULTS["DAGSTER_HOME"], "Dagster-instansen (dagster.yaml; SQLite som standard)"),
 }
+
+# The web service's and the messages' variables: listed by `pensionstraek --help` and by the
+# commands that read them, not by intake and settle.
+SERVICE_VARIABLES: dict[str, tuple[str, str]] = {
+    AGREEMENTS: ("indbyggede demo-aftaler", "SF1411-aftalerne (YAML eller JSON)"),
+    SERVICE_CERT: ("laves under ./var/service/", "webservicens certifikat (PEM)"),
+    SERVICE_KEY: ("laves under ./var/service/", "webservicens private nøgle (PEM)"),
+    SERVICE_CLIENT_CA: ("laves under ./var/service/", "CA'en, som klienternes certifikater skal kæde til"),
+    SF1411_POLL_SECONDS: ("1", "sekunder mellem webservicens kig efter et nyt opslagssnapshot"),
+    SF1411_ACCESS_LOG: ("false", "true: webservicens HTTP-adgangslog (CPR maskeret); kaldene står i auditten"),
+}
+MESSAGE_VARIABLES: dict[str, tuple[str, str]] = {
+    BESKEDFORDELER_URL: ("ingen: beskederne venter i udbakken", "Beskedfordeleren, amqps://… (amqp:// kun til loopback)"),
+    BESKEDFORDELER_CERT: ("ingen", "klientcertifikat til amqps://"),
+    BESKEDFORDELER_KEY: ("ingen", "klientcertifikatets private nøgle"),
+    BESKEDFORDELER_CA: ("systemets", "CA for brokerens certifikat"),
+    AGREEMENTS: SERVICE_VARIABLES[AGREEMENTS],
+    UDK_SYSTEM_UUID: ("se sf1411-sf2610.md", "UDK Pensions system-id i beskederne"),
+    SF2610_MODTAGER: ("udk-sal", "modtageren af SF2610"),
+}
+RUN_VARIABLE_NAMES = tuple(VARIABLES)
+VARIABLES.update(SERVICE_VARIABLES)
+VARIABLES.update(MESSAGE_VARIABLES)
 
 
 def kommunekoder() -> frozenset[str]:

@@ -28,19 +28,25 @@ from contracts.cpr import mask_text
 from pipelines.agreements import Agreement, load_agreements
 from pipelines.calendar import TZ
 from pipelines.certificates import ServiceCertificates, embedded_certificates
-from pipelines.config import STATE_URL, ConfigError, env
+from pipelines.config import (
+    SERVICE_CERT,
+    SERVICE_CLIENT_CA,
+    SERVICE_KEY,
+    SF1411_ACCESS_LOG,
+    SF1411_POLL_SECONDS,
+    STATE_URL,
+    ConfigError,
+    env,
+)
 from pipelines.sf1411_audit import AFVIST, FEJL, INGEN_SAG, SVAR, AuditLog
 from pipelines.sf1411_snapshot import CURRENT, Snapshot
 from pipelines.state import StateStore
 from pipelines.subscriptions import TILFOEJ_KOMMUNE, opdater_vaerdiliste
 
-SERVICE_CERT = "PENSIONSTRAEK_SERVICE_CERT"
-SERVICE_KEY = "PENSIONSTRAEK_SERVICE_KEY"
-SERVICE_CLIENT_CA = "PENSIONSTRAEK_SERVICE_CLIENT_CA"
-POLL_SECONDS = float(os.environ.get("PENSIONSTRAEK_SF1411_POLL_SECONDS", "1"))
+POLL_SECONDS = float(os.environ.get(SF1411_POLL_SECONDS, "1"))
 # Off by default: every call is in the audit already, and at a thousand calls a second uvicorn's
 # access log costs a fifth of the service's CPU (docs/decisions.md). On, its lines are masked.
-ACCESS_LOG = "PENSIONSTRAEK_SF1411_ACCESS_LOG"
+ACCESS_LOG = SF1411_ACCESS_LOG
 MAX_REQUEST_BYTES = 1 << 20  # a look-up is under 2 KB; a list update of thousands of PNRs fits
 XML = "text/xml; charset=utf-8"
 

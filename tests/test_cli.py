@@ -370,13 +370,14 @@ def test_a_runs_problems_are_said_once_without_class_paths():
 COMMANDS = [
     [], ["demo"], ["exchange"], ["exchange", "route"], ["intake"], ["settle"], ["explain"], ["status"],
     ["generate"], ["generate", "register"], ["generate", "sf6110"],
+    ["haendelser"], ["beskeder"], ["beskedfordeler"], ["snapshot"], ["serve"],
 ]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "pensionstraek")
 def test_every_command_says_what_it_does_its_arguments_and_its_environment(command, capsys):
     from pipelines import cli
-    from pipelines.config import VARIABLES
+    from pipelines.config import MESSAGE_VARIABLES, RUN_VARIABLE_NAMES, SERVICE_VARIABLES, VARIABLES
 
     with pytest.raises(SystemExit) as done:
         cli.main([*command, "--help"])
@@ -386,9 +387,17 @@ def test_every_command_says_what_it_does_its_arguments_and_its_environment(comma
     assert "tilvalg:" in text and "show this help" not in text
     description = text.split("\n\n")[1]
     assert len(description.split()) >= 5, text  # a sentence on what it does
-    if command in (["intake"], ["settle"], []):
+    if command == []:
         for name, (default, _) in VARIABLES.items():
             assert name in text and f"({default})" in text, name
+    if command in (["intake"], ["settle"]):
+        for name, (default, _) in VARIABLES.items():
+            assert (name in text) == (name in RUN_VARIABLE_NAMES), name
+            assert name not in text or f"({default})" in text, name
+    if command == ["serve"]:
+        assert all(name in text for name in SERVICE_VARIABLES), text
+    if command == ["haendelser"]:
+        assert all(name in text for name in MESSAGE_VARIABLES), text
     if command == ["explain"]:
         assert all(a in text for a in ("KOMMUNEKODE", "YYYY-MM", "--anmodning", "--cpr", "--json", "PENSIONSTRAEK_STATE_URL"))
         assert "PENSIONSTRAEK_EXCHANGE_URL" not in text  # explain reads the state store alone
