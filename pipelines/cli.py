@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 
 from pipelines.config import (
+    BESKEDFORDELER_CA,
+    BESKEDFORDELER_CERT,
+    BESKEDFORDELER_KEY,
+    BESKEDFORDELER_URL,
     EXCHANGE_URL,
     MESSAGE_VARIABLES,
     REGISTER_URL,
@@ -46,12 +50,11 @@ def environment_epilog(names: tuple[str, ...] | None = None) -> str:
 
 
 # What each command reads (operations.md "Configuration").
-RUN_VARIABLES = RUN_VARIABLE_NAMES
 STATE_ONLY = (STATE_URL,)
 SNAPSHOT_VARIABLES = (REGISTER_URL, STATE_URL, "DAGSTER_HOME")
 SERVE_VARIABLES = (*SERVICE_VARIABLES, STATE_URL)
 HAENDELSER_VARIABLES = (*MESSAGE_VARIABLES, REGISTER_URL, STATE_URL, "DAGSTER_HOME")
-FORDELER_VARIABLES = tuple(name for name in MESSAGE_VARIABLES if name.startswith("PENSIONSTRAEK_BESKEDFORDELER"))
+FORDELER_VARIABLES = (BESKEDFORDELER_URL, BESKEDFORDELER_CERT, BESKEDFORDELER_KEY, BESKEDFORDELER_CA)
 STATUS_VARIABLES = (EXCHANGE_URL, SFTP_KEY, SFTP_KNOWN_HOSTS, REGISTER_URL, STATE_URL)
 
 
@@ -241,9 +244,7 @@ def cmd_beskeder(args: argparse.Namespace) -> int:
 
 
 def cmd_beskedfordeler(args: argparse.Namespace) -> int:
-    from pipelines.amqp import BESKEDFORDELER_URL
     from pipelines.beskedfordeler import run, serve_until_signalled
-    from pipelines.config import env
 
     url = args.url or env(BESKEDFORDELER_URL)
     if not url:
@@ -373,7 +374,7 @@ def _danish(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def _add(commands, name: str, func, help: str, description: str, variables: tuple[str, ...] | None = RUN_VARIABLES):
+def _add(commands, name: str, func, help: str, description: str, variables: tuple[str, ...] | None = RUN_VARIABLE_NAMES):
     parser = commands.add_parser(
         name,
         help=help,

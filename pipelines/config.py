@@ -52,7 +52,7 @@ DEFAULTS = {
 
 # Every variable the command line and the code location read, with its default and meaning: the
 # one source of `pensionstraek --help`'s list (operations.md "Configuration"). Add new ones here.
-VARIABLES: dict[str, tuple[str, str]] = {
+RUN_VARIABLES: dict[str, tuple[str, str]] = {
     EXCHANGE_URL: (DEFAULTS[EXCHANGE_URL], "UDK's konto på SFTP-tjenesten: en mappe eller sftp://bruger@vært:port/sti"),
     SFTP_KEY: ("ingen", "privat nøgle til sftp://"),
     SFTP_KNOWN_HOSTS: ("ingen", "known_hosts-fil, påkrævet til sftp:// (værtsnøglen kontrolleres altid)"),
@@ -85,9 +85,8 @@ MESSAGE_VARIABLES: dict[str, tuple[str, str]] = {
     UDK_SYSTEM_UUID: ("se sf1411-sf2610.md", "UDK Pensions system-id i beskederne"),
     SF2610_MODTAGER: ("udk-sal", "modtageren af SF2610"),
 }
-RUN_VARIABLE_NAMES = tuple(VARIABLES)
-VARIABLES.update(SERVICE_VARIABLES)
-VARIABLES.update(MESSAGE_VARIABLES)
+VARIABLES: dict[str, tuple[str, str]] = {**RUN_VARIABLES, **SERVICE_VARIABLES, **MESSAGE_VARIABLES}
+RUN_VARIABLE_NAMES = tuple(RUN_VARIABLES)
 
 
 def kommunekoder() -> frozenset[str]:
