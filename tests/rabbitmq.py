@@ -48,7 +48,12 @@ class Broker:
 
     def ctl(self, *args: str, timeout: float = 60) -> str:
         result = subprocess.run(
-            [str(CTL), "-n", self.node, *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            [str(CTL), "-n", self.node, *args],
+            env=self.env,
+            cwd=self.base,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         if result.returncode != 0:
             raise RuntimeError(f"rabbitmqctl {' '.join(args)}: {result.stderr.strip() or result.stdout.strip()}")
@@ -57,7 +62,7 @@ class Broker:
     def start(self) -> None:
         log = open(self.base / "server.out", "ab")
         self.process = subprocess.Popen(
-            [str(SERVER)], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [str(SERVER)], env=self.env, cwd=self.base, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         deadline = time.monotonic() + 90
         while True:
@@ -164,10 +169,14 @@ def running_broker() -> Iterator[Broker]:
         # No busy-waiting schedulers: on a shared 2-core machine an idle-spinning Erlang VM takes
         # the CPU the publisher and the emulator need (RabbitMQ's "runtime tuning" guide).
         "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+sbwt none +sbwtdcpu none +sbwtdio none",
+        # A crashing rabbitmqctl or server writes erl_crash.dump into its working directory;
+        # keep it with the broker's other files, never in the checkout.
+        "ERL_CRASH_DUMP": str(base / "erl_crash.dump"),
     }
     epmd = subprocess.Popen(
         [shutil.which("epmd"), "-port", str(epmd_port), "-address", HOST],
         env=env,
+        cwd=base,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
