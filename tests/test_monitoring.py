@@ -191,7 +191,17 @@ def snapshot_that_blocks(w: World) -> tuple[Path, bytes]:
 def unblock(path: Path, data: bytes) -> None:
     real = path.with_name(".real.parquet")
     real.write_bytes(data)
+    # A reader still waiting on the pipe (a sensor's tick in the code server: left waiting, it
+    # holds the daemon's shutdown for 30 s) gets the bytes too; without a reader this is ENXIO.
+    try:
+        waiting = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        waiting = None
     os.replace(real, path)  # later readers read the file; the pipe is gone
+    if waiting is not None:
+        os.set_blocking(waiting, True)
+        with open(waiting, "wb") as pipe:
+            pipe.write(data)
 
 
 def wait_for(condition, timeout: float, what: str):
