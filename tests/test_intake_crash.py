@@ -214,7 +214,10 @@ def crash_and_run_again(w: World, point: str, nth: int, routed_between: bool) ->
 # really killed, that starts in milliseconds instead of an interpreter's start-up. After each kill:
 # the platform routes, time passes (the grace after which a dead write's temporary file is
 # removed), intake or settlement runs again, and nothing may be lost, doubled or left half-written.
+# The next k's child runs while this k is finished and checked (tests/sweep.py).
 
+import contextlib  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 import multiprocessing  # noqa: E402
 import shutil  # noqa: E402
 import time  # noqa: E402
@@ -224,6 +227,7 @@ from pipelines.config import default_partners  # noqa: E402
 from pipelines.intake import run_intake  # noqa: E402
 from pipelines.register import RegisterResource  # noqa: E402
 from pipelines.state import StateStore  # noqa: E402
+from tests.sweep import one_ahead  # noqa: E402
 
 MAX_STEPS = 400
 _FORKS = multiprocessing.get_context("forkserver")
@@ -241,16 +245,30 @@ def _run_killed(work: str, root: str, step: int) -> None:
         assert w.settle(flow.P).success
 
 
-def killed_at(step: int, work: str, root: Path) -> bool:
-    """Run `work` (intake or settle) on the world at `root` in a child process with the kill hook
-    at `step`; True if the hook killed it, False if it completed."""
-    child = _FORKS.Process(target=_run_killed, args=(work, str(root), step))
-    child.start()
-    child.join(timeout=300)
-    if child.exitcode == -signal.SIGKILL:
-        return True
-    assert child.exitcode == 0, f"the {work} run failed at step {step} without being killed ({child.exitcode})"
-    return False
+def killed_at_steps(work: str, template: Path, world: Callable[[Path], World], steps: range) -> Iterator[tuple[int, World, bool]]:
+    """For each step: a fresh copy of `template` (made by `world(root)`), `work` (intake or settle)
+    run on it in a child process with the kill hook at that step; (step, world, True if the hook
+    killed it, False if it completed). The next step's child is started before one is handed out."""
+
+    def start(step: int) -> tuple[int, World, multiprocessing.Process]:
+        w = world(template.parent / f"k{step}")
+        shutil.rmtree(w.root)
+        shutil.copytree(template, w.root, symlinks=True)
+        child = _FORKS.Process(target=_run_killed, args=(work, str(w.root), step))
+        child.start()
+        return step, w, child
+
+    def wait(started: tuple[int, World, multiprocessing.Process]) -> tuple[World, bool]:
+        step, w, child = started
+        child.join(timeout=300)
+        if child.exitcode == -signal.SIGKILL:
+            return w, True
+        assert child.exitcode == 0, f"the {work} run failed at step {step} without being killed ({child.exitcode})"
+        return w, False
+
+    with contextlib.closing(one_ahead(steps, start, wait)) as points:
+        for step, (w, killed) in points:
+            yield step, w, killed
 
 
 def later(root: Path) -> None:
@@ -280,11 +298,8 @@ def test_intake_killed_at_every_step_loses_and_doubles_nothing(tmp_path):
 
     kills = 0
     # Every other step (a full sweep, every step, killed at 79 points: see the README).
-    for step in range(1, MAX_STEPS, 2):
-        w = new_world(tmp_path / f"k{step}")
-        shutil.rmtree(w.root)
-        shutil.copytree(template.root, w.root, symlinks=True)
-        if not killed_at(step, "intake", w.root):
+    for step, w, killed in killed_at_steps("intake", template.root, new_world, range(1, MAX_STEPS, 2)):
+        if not killed:
             break
         kills += 1
         reached_kp = []
@@ -328,11 +343,9 @@ def test_settlement_killed_at_steps_sends_each_file_exactly_once(tmp_path):
     assert expected
 
     kills = 0
-    for step in range(1, MAX_STEPS, 5):  # sparser than intake: each point is a whole settlement
-        w = flow.new_world(tmp_path / f"k{step}")
-        shutil.rmtree(w.root)
-        shutil.copytree(template.root, w.root, symlinks=True)
-        if not killed_at(step, "settle", w.root):
+    # Sparser than intake: each point is a whole settlement.
+    for step, w, killed in killed_at_steps("settle", template.root, flow.new_world, range(1, MAX_STEPS, 5)):
+        if not killed:
             break
         kills += 1
         w.route()
@@ -340,7 +353,7 @@ def test_settlement_killed_at_steps_sends_each_file_exactly_once(tmp_path):
         outcome = w.settle(flow.P)
         assert outcome.success, (step, outcome.problems)
         w.route()
-        assert w.intake().success  # the receipts; and any temporary file left in OUT/
+        intake_once(w)  # the receipts; and any temporary file left in OUT/
         assert leftovers(w.root) == [], step
         # Each period file sent exactly once: one record, one delivery to its recipient.
         assert sorted(flow.settlement_sent(w)) == expected, step
