@@ -75,10 +75,19 @@ def _run(point: str | None, n: int, periode: str, env: dict, command: bool) -> N
         make_and_deliver(store, register, fordeler.broker_url(), [periode], kind, make)
 
 
-def haendelser(periode: str, env: dict, point: str | None = None, n: int = 0, *, command: bool = False) -> int:
-    """Run `haendelser periode` in a child with `env` (killed at the n-th `point`, when given);
-    its exit status: -SIGKILL when killed, 0 when it completed."""
+def start(periode: str, env: dict, point: str | None = None, n: int = 0, *, command: bool = False) -> multiprocessing.Process:
+    """Start `haendelser periode` in a child with `env` (killed at the n-th `point`, when given)."""
     child = _FORKS.Process(target=_run, args=(point, n, periode, env, command))
     child.start()
+    return child
+
+
+def exit_status(child: multiprocessing.Process) -> int:
+    """A started child's exit status: -SIGKILL when killed, 0 when it completed."""
     child.join(timeout=300)
     return child.exitcode
+
+
+def haendelser(periode: str, env: dict, point: str | None = None, n: int = 0, *, command: bool = False) -> int:
+    """Run `haendelser periode` in a child (see `start`); its exit status (see `exit_status`)."""
+    return exit_status(start(periode, env, point, n, command=command))

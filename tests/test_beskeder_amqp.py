@@ -3,6 +3,7 @@ distribution, manual acknowledgement, a dropped connection, the broker stopped a
 mid-publish, and `haendelser` killed (SIGKILL) at many points and run again: the BeskedIds that
 reach the recipients are exactly the expected set, repeated only after a kill."""
 
+import contextlib
 import datetime as dt
 import json
 import shutil
@@ -29,6 +30,7 @@ from pipelines.runner import run_job
 from pipelines.state import StateStore
 from pipelines.subscriptions import TILFOEJ_KOMMUNE, opdater_vaerdiliste
 from tests.registers import case_row
+from tests.sweep import one_ahead
 from tests.world import World
 
 pytestmark = pytest.mark.rabbitmq
@@ -185,41 +187,51 @@ def _sweep(rabbitmq, tmp_path, points, *, command: bool) -> Counter:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+    def start(numbered: tuple[int, tuple[str, int]]):
+        i, (point, n) = numbered
+        root = tmp_path / f"k{i}"
+        shutil.copytree(template.root, root, symlinks=True)
+        world = World(root=root, instance=None)
+        modtager = f"kp-{i}"
+        _agreement(root / "aftaler.json", modtager)
+        (root / "dagster").mkdir()
+        env = {
+            "PENSIONSTRAEK_AGREEMENTS": str(root / "aftaler.json"),
+            "PENSIONSTRAEK_BESKEDFORDELER_URL": rabbitmq.url,
+            "PENSIONSTRAEK_REGISTER_URL": str(world.register_dir),
+            "PENSIONSTRAEK_STATE_URL": str(world.state_dir),
+            "PENSIONSTRAEK_EXCHANGE_URL": str(world.exchange_root / "udk-pension"),
+            "DAGSTER_HOME": str(root / "dagster"),
+        }
+        return (root, world, modtager, env), kill_haendelser.start("2026-11", env, point, n, command=command)
+
+    def wait(started):
+        prepared, child = started
+        return prepared, kill_haendelser.exit_status(child)
+
     kills: Counter = Counter()
     try:
-        for i, (point, n) in enumerate(points):
-            root = tmp_path / f"k{i}"
-            shutil.copytree(template.root, root, symlinks=True)
-            world = World(root=root, instance=None)
-            modtager = f"kp-{i}"
-            _agreement(root / "aftaler.json", modtager)
-            (root / "dagster").mkdir()
-            env = {
-                "PENSIONSTRAEK_AGREEMENTS": str(root / "aftaler.json"),
-                "PENSIONSTRAEK_BESKEDFORDELER_URL": rabbitmq.url,
-                "PENSIONSTRAEK_REGISTER_URL": str(world.register_dir),
-                "PENSIONSTRAEK_STATE_URL": str(world.state_dir),
-                "PENSIONSTRAEK_EXCHANGE_URL": str(world.exchange_root / "udk-pension"),
-                "DAGSTER_HOME": str(root / "dagster"),
-            }
-            status = kill_haendelser.haendelser("2026-11", env, point, n, command=command)
-            if status == 0 and point == "write":
-                break  # past the run's last step of writing
-            assert status == -signal.SIGKILL, (point, n, status)
-            kills[point] += 1
-            assert kill_haendelser.haendelser("2026-11", env, command=command) == 0, (point, n)
-            expected = _expected(modtager)
-            store = world.store()
-            assert set(beskeder.outbox(store, "2026-11", ["sf1411d"])["beskedid"]) == expected, (point, n)
-            assert set(beskeder.with_status(store, "2026-11")["status"]) == {"leveret"}, (point, n)
-            got = received_ids(rabbitmq, f"dueslag.{modtager}")
-            assert set(got) == expected, (point, n)  # never a missing one, never another id
-            # A repeat only of what the killed run had published without its answer recorded:
-            # once at most (one kill), and at most as many as it had published.
-            assert max(got.values()) <= 2, (point, n)
-            if point == "publish":
-                assert sum(got.values()) - len(expected) <= n, (point, n)
-            shutil.rmtree(root)
+        # The next point's killed run goes on while this one is run again and judged (tests/sweep.py).
+        with contextlib.closing(one_ahead(list(enumerate(points)), start, wait)) as killed:
+            for (_, (point, n)), ((root, world, modtager, env), status) in killed:
+                if status == 0 and point == "write":
+                    break  # past the run's last step of writing
+                assert status == -signal.SIGKILL, (point, n, status)
+                kills[point] += 1
+                assert kill_haendelser.haendelser("2026-11", env, command=command) == 0, (point, n)
+                expected = _expected(modtager)
+                store = world.store()
+                assert set(beskeder.outbox(store, "2026-11", ["sf1411d"])["beskedid"]) == expected, (point, n)
+                assert set(beskeder.with_status(store, "2026-11")["status"]) == {"leveret"}, (point, n)
+                got = received_ids(rabbitmq, f"dueslag.{modtager}")
+                assert set(got) == expected, (point, n)  # never a missing one, never another id
+                # A repeat only of what the killed run had published without its answer recorded:
+                # once at most (one kill), and at most as many as it had published.
+                assert max(got.values()) <= 2, (point, n)
+                if point == "publish":
+                    assert sum(got.values()) - len(expected) <= n, (point, n)
+                shutil.rmtree(root)
     finally:
         emulator.send_signal(signal.SIGTERM)
         out, err = emulator.communicate(timeout=60)
