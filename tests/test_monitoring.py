@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,18 +265,30 @@ def test_kill_9_of_an_intake_command_then_the_next_one_marks_it_failed_and_compl
 def at_the_same_moment(commands: list[list[str]], env: dict[str, str] | list[dict[str, str]], cwd: Path, setup: str) -> list[subprocess.CompletedProcess]:
     """Start `commands` (arguments of pipelines.cli.main) in their own processes, each released
     at the same instant after its imports (`setup`), and wait for them."""
-    moment = time.time() + 8  # after every process has imported what it needs (2 shared cores)
+    # Each process says when it has imported what it needs; once all have, the moment is set a
+    # little ahead (in the file `go`) and each sleeps until it.
+    gate = Path(tempfile.mkdtemp(prefix="same-moment-", dir=cwd))
     script = (
-        f"import sys, time\n{setup}\n"
-        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))\n"
+        f"import os, sys, time\n{setup}\n"
+        "gate = sys.argv[1]\n"
+        "open(os.path.join(gate, f'ready-{os.getpid()}'), 'w').close()\n"
+        "while not os.path.exists(os.path.join(gate, 'go')):\n"
+        "    time.sleep(0.005)\n"
+        "time.sleep(max(0.0, float(open(os.path.join(gate, 'go')).read()) - time.time()))\n"
         "from pipelines.cli import main\nsys.exit(main(sys.argv[2:]))\n"
     )
     envs = env if isinstance(env, list) else [env] * len(commands)
     started = [
-        subprocess.Popen([sys.executable, "-c", script, str(moment), *args], cwd=cwd, env=one_env, text=True,
+        subprocess.Popen([sys.executable, "-c", script, str(gate), *args], cwd=cwd, env=one_env, text=True,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
         for args, one_env in zip(commands, envs)
     ]
+    deadline = time.monotonic() + 120
+    while len(list(gate.glob("ready-*"))) < len(started):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in started), "a process did not get ready"
+        time.sleep(0.05)
+    (gate / "go.tmp").write_text(str(time.time() + 0.5))
+    os.replace(gate / "go.tmp", gate / "go")
     results = []
     for process in started:
         out, err = process.communicate(timeout=180)
