@@ -38,19 +38,34 @@ PERIOD_GROUPS = ("register", "settlement", "sf6111", "sf2601")
 MESSAGE_GROUPS = ("sf1411d", "sf2610")  # per period too, in their own job `haendelser`
 
 
-def validate(env: dict[str, str]) -> subprocess.CompletedProcess:
+def validate(env: dict[str, str]) -> subprocess.Popen:
+    """`dagster definitions validate` started with `env` (read it with `finished`)."""
     dagster = Path(sys.executable).parent / "dagster"
     command = [str(dagster)] if dagster.exists() else [sys.executable, "-m", "dagster"]
-    return subprocess.run(
+    return subprocess.Popen(
         [*command, "definitions", "validate", "-w", "workspace.yaml"],
         cwd=ROOT,
         env=env,
-        check=False,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
         stdin=subprocess.DEVNULL,
     )
+
+
+def finished(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
+    """Both validations side by side (each loads the code location in its own process)."""
+    started = {
+        "good": validate(clean_env(tmp_path_factory.mktemp("good"))),
+        "wrong": validate({**clean_env(tmp_path_factory.mktemp("wrong")), "PENSIONSTRAEK_KEEP_DELIVERIES": "maybe"}),
+    }
+    return {case: finished(process) for case, process in started.items()}
 
 
 def clean_env(tmp_path: Path) -> dict[str, str]:
@@ -61,14 +76,14 @@ def clean_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def test_dagster_definitions_validate_passes_from_the_root(tmp_path):
-    result = validate(clean_env(tmp_path))
+def test_dagster_definitions_validate_passes_from_the_root(validated):
+    result = validated["good"]
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pensionstraek" in result.stdout + result.stderr  # the code location workspace.yaml names
 
 
-def test_dagster_definitions_validate_fails_on_a_wrong_value(tmp_path):
-    result = validate({**clean_env(tmp_path), "PENSIONSTRAEK_KEEP_DELIVERIES": "maybe"})
+def test_dagster_definitions_validate_fails_on_a_wrong_value(validated):
+    result = validated["wrong"]
     assert result.returncode != 0
     assert "PENSIONSTRAEK_KEEP_DELIVERIES" in result.stdout + result.stderr
 
