@@ -17,13 +17,9 @@ import os
 import signal
 from collections import Counter
 
+from tests.sweep import FORKS  # the fork server, shared with tests/test_intake_crash.py
+
 POINTS = ("write", "publish", "record")
-# One fork server per pytest process: tests/test_intake_crash.py uses it too, so its preloads
-# are kept in the list (whichever test module starts the server first, both start fast).
-_FORKS = multiprocessing.get_context("forkserver")
-_FORKS.set_forkserver_preload(
-    ["pipelines.definitions", "pipelines.runner", "pipelines.haendelser", "pipelines.intake", "tests.world", "tests.kill_haendelser"]
-)
 
 
 def _dying(original, n: int):
@@ -77,7 +73,7 @@ def _run(point: str | None, n: int, periode: str, env: dict, command: bool) -> N
 
 def start(periode: str, env: dict, point: str | None = None, n: int = 0, *, command: bool = False) -> multiprocessing.Process:
     """Start `haendelser periode` in a child with `env` (killed at the n-th `point`, when given)."""
-    child = _FORKS.Process(target=_run, args=(point, n, periode, env, command))
+    child = FORKS.Process(target=_run, args=(point, n, periode, env, command))
     child.start()
     return child
 

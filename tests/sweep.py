@@ -6,8 +6,22 @@ still killed, finished and checked, one after the other, in order."""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
+
+# The one fork server of a pytest process, for every sweep's children: it has imported the pipeline
+# and the modules whose functions the children run, but run nothing (so no thread pool is copied
+# into a child: a module here must do no work at import), and a child starts in milliseconds. One
+# list for all sweeps: the server starts with the list set when the first child is made, and a
+# child whose function's module is not in it imports that module first (a quarter of a second).
+FORKS = multiprocessing.get_context("forkserver")
+FORKS.set_forkserver_preload(
+    [
+        "pipelines.definitions", "pipelines.runner", "pipelines.haendelser", "pipelines.intake", "tests.world",
+        "tests.kill_haendelser", "tests.kill_intake", "tests.test_settlement_flow",
+    ]
+)  # fmt: skip
 
 Point = TypeVar("Point")
 Started = TypeVar("Started")

@@ -223,26 +223,10 @@ import shutil  # noqa: E402
 import time  # noqa: E402
 
 from pipelines import storage  # noqa: E402
-from pipelines.config import default_partners  # noqa: E402
-from pipelines.intake import run_intake  # noqa: E402
-from pipelines.register import RegisterResource  # noqa: E402
-from pipelines.state import StateStore  # noqa: E402
-from tests.sweep import one_ahead  # noqa: E402
+from tests.kill_intake import intake_once, run_killed  # noqa: E402
+from tests.sweep import FORKS, one_ahead  # noqa: E402
 
 MAX_STEPS = 400
-_FORKS = multiprocessing.get_context("forkserver")
-_FORKS.set_forkserver_preload(["pipelines.intake", "tests.world", "tests.test_settlement_flow"])
-
-
-def _run_killed(work: str, root: str, step: int) -> None:
-    os.environ[storage.KILL_AFTER_WRITES] = str(step)
-    if work == "intake":
-        intake_once(World(Path(root), instance=None))
-    else:
-        from tests import test_settlement_flow as flow
-
-        w = flow.new_world(Path(root))
-        assert w.settle(flow.P).success
 
 
 def killed_at_steps(work: str, template: Path, world: Callable[[Path], World], steps: range) -> Iterator[tuple[int, World, bool]]:
@@ -254,7 +238,7 @@ def killed_at_steps(work: str, template: Path, world: Callable[[Path], World], s
         w = world(template.parent / f"k{step}")
         shutil.rmtree(w.root)
         shutil.copytree(template, w.root, symlinks=True)
-        child = _FORKS.Process(target=_run_killed, args=(work, str(w.root), step))
+        child = FORKS.Process(target=run_killed, args=(work, str(w.root), step))
         child.start()
         return step, w, child
 
@@ -280,11 +264,6 @@ def later(root: Path) -> None:
 
 def leftovers(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob(f"{storage.TEMP_PREFIX}*"))
-
-
-def intake_once(w: World) -> None:
-    with LocalExchangeClient(str(w.exchange_root / "udk-pension")) as client:
-        run_intake(client, StateStore(str(w.state_dir)), default_partners(), RegisterResource(url=str(w.register_dir)).newest_pensionssager)
 
 
 def test_intake_killed_at_every_step_loses_and_doubles_nothing(tmp_path):
