@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -35,6 +36,15 @@ from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from sqlalchemy import event
 
 _engines_lock = threading.Lock()
+# The engines alive, disposed of at exit. Weakly: an instance dropped (a test's) takes its engines
+# and their open connections with it.
+_live_engines: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _dispose_engines() -> None:
+    for engine in list(_live_engines):
+        engine.dispose()
 
 
 def _engine(storage, conn_string: str, **kwargs):
@@ -47,7 +57,7 @@ def _engine(storage, conn_string: str, **kwargs):
             # the thread that made them.
             engine = engines[conn_string] = create_engine(conn_string, **kwargs)
             event.listen(engine, "connect", _wal_normal)
-            atexit.register(engine.dispose)
+            _live_engines.add(engine)
         return engine
 
 

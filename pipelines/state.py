@@ -98,9 +98,14 @@ class StateStore:
 
     def listdir(self, relative: str) -> list[str]:
         folder = self.path(relative)
-        if not self.fs.exists(folder):
+        if isinstance(self.fs, fsspec.implementations.local.LocalFileSystem) and os.path.isdir(folder):
+            # The OS's names as they are: fsspec normalises a path per entry (intake/ holds two
+            # files a delivery ever received, and an empty intake lists it five times: issue 11).
+            names = os.listdir(folder)
+        elif not self.fs.exists(folder):
             return []
-        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)]
+        else:
+            names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)]
         return sorted(n for n in names if not n.startswith(TEMP_PREFIX))
 
     def write_json(self, relative: str, value: object) -> None:
