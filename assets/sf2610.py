@@ -21,7 +21,6 @@ from contracts.beskedkuvert import TIP_PENSION_ADVIS, TIP_PENSION_AFGOERELSE, be
 from contracts.cpr import mask_cpr_expr, mask_text
 from contracts.sf2610 import advis_payloads, afgoerelse_payloads
 from pipelines import beskeder
-from pipelines.amqp import OWN_QUEUE, drain
 from pipelines.haendelser import make_and_deliver, previous
 from pipelines.partitions import SINGLE_RUN, periode_partitions, periods_of
 from pipelines.register import RegisterResource
@@ -74,6 +73,8 @@ def overgange(
 ) -> dg.MaterializeResult:
     store = state.store()
     url = beskedfordeler.broker_url()
+    from pipelines.amqp import OWN_QUEUE, drain  # pika only with a broker (issue 11, the fixed cost)
+
     outcomes = Counter(drain(url, OWN_QUEUE, partial(beskeder.take_in, store))) if url else Counter()
     return dg.MaterializeResult(
         metadata={

@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pandera.polars as pa
 import polars as pl
-from pandera.config import ValidationDepth, config_context
-from pandera.errors import SchemaErrors
 
 from contracts.codes import kommunekoder
 from contracts.cpr import mask_cpr, mask_text, valid_cpr_expr
 from pipelines.calendar import last_day  # the one period calendar (no Dagster in it)
+
+if TYPE_CHECKING:
+    import pandera.polars as pa
 
 PENSIONSTYPER = ("FP", "FTP", "SEP", "TIP")  # folkepension, førtidspension, seniorpension, tidlig pension
 SAGSSTATUSER = ("AKTIV", "STANDSET", "OPHOERT")
@@ -79,10 +80,14 @@ MAX_EXAMPLES = 5
 
 # --- checks ---------------------------------------------------------------------------------
 # Custom checks return a boolean frame, never a Python bool. pandera reports a check by its
-# `error` text, so every check gets its rule name as that text.
+# `error` text, so every check gets its rule name as that text. pandera is imported where a
+# schema is made: only a frame that breaks a rule gets one (below), and importing pandera costs
+# every command a tenth of a second (issue 11, the fixed cost).
 
 
 def _valid_cpr(judged_on: dt.date) -> pa.Check:
+    import pandera.polars as pa
+
     # README conventions "CPR": contracts.cpr.is_valid_cpr, vectorized. Null is judged by the
     # column's nullability, not here.
     return pa.Check(
@@ -93,6 +98,8 @@ def _valid_cpr(judged_on: dt.date) -> pa.Check:
 
 
 def _one_of(name: str, values) -> pa.Check:
+    import pandera.polars as pa
+
     return pa.Check.isin(sorted(values), name=name, error=name)
 
 
@@ -101,19 +108,27 @@ def _known_kommunekode() -> pa.Check:
 
 
 def _percent() -> pa.Check:
+    import pandera.polars as pa
+
     return pa.Check.in_range(0, 100, error="percent_0_100")
 
 
 def _row_check(name: str, rule: pl.Expr) -> pa.Check:
+    import pandera.polars as pa
+
     return pa.Check(lambda data: data.lazyframe.select(rule), name=name, error=name)
 
 
 def _column(dtype, *checks: pa.Check, nullable: bool = False, unique: bool = False) -> pa.Column:
+    import pandera.polars as pa
+
     return pa.Column(dtype, checks=list(checks), nullable=nullable, unique=unique)
 
 
 def pensionssager_schema(judged_on: dt.date) -> pa.DataFrameSchema:
     """register.md `pensionssager`: one row per valid CPR, code lists, kommunekoder, 0–100 %."""
+    import pandera.polars as pa
+
     s = PENSIONSSAGER_SCHEMA
     columns = {
         "cpr": _column(s["cpr"], _valid_cpr(judged_on), unique=True),
@@ -142,6 +157,8 @@ def pensionssager_schema(judged_on: dt.date) -> pa.DataFrameSchema:
 def pensionsberegning_schema(periode: str, pensionssager_cpr: pl.Series) -> pa.DataFrameSchema:
     """register.md `pensionsberegning` for P: one row per CPR of `pensionssager` for P,
     0 ≤ skat ≤ brutto, netto exactly brutto − skat, periode equal to P."""
+    import pandera.polars as pa
+
     s = PENSIONSBEREGNING_SCHEMA
     known = pensionssager_cpr.drop_nulls().unique()
     i_pensionssager = pa.Check(
@@ -300,6 +317,9 @@ def _all_valid(numbers: pl.Series, judged_on: dt.date) -> bool:
 
 
 def _judge(schema: pa.DataFrameSchema, df: pl.DataFrame) -> ContractResult:
+    from pandera.config import ValidationDepth, config_context
+    from pandera.errors import SchemaErrors
+
     if isinstance(df, pl.LazyFrame):  # a LazyFrame would get schema checks only
         df = df.collect()
     # Data checks always run, whatever PANDERA_VALIDATION_DEPTH says.

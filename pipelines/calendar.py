@@ -17,7 +17,6 @@ from functools import cache
 
 from zoneinfo import ZoneInfo
 
-import holidays
 from dateutil.easter import easter  # a dependency of `holidays`
 
 TZ = ZoneInfo("Europe/Copenhagen")
@@ -85,6 +84,10 @@ def bank_holidays(year: int) -> frozenset[dt.date]:
     New Year's Day, Maundy Thursday, Good Friday, Easter Monday, Ascension Day, Whit Monday,
     Christmas Day, Boxing Day, and Great Prayer Day up to 2023); the bank-only days are added here.
     Its `optional` category is not used: it also holds 1 May, which is a bank day."""
+    # Imported when a date is computed: `holidays` loads every country's module with Denmark's
+    # (a tenth of a second), which a command that computes no date does not pay (issue 11).
+    import holidays
+
     public = holidays.Denmark(years=year, categories=("public",))
     closed = set(public)
     ascension_day = easter(year) + dt.timedelta(days=39)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 import polars as pl
 
 from contracts.register import check_pensionssager
-from pipelines.amqp import AmqpTransport
 from pipelines import beskeder
 from pipelines.beskeder import MessageBook
 from pipelines.calendar import last_day
@@ -112,6 +111,8 @@ def deliver_waiting(state: StateStore, url: str, kinds: Sequence[str], **transpo
     """Publish every message of `kinds` without a final answer; counts for the metadata."""
     if not url:
         return {"leveret_nu": 0, "afvist_nu": 0}
+    from pipelines.amqp import AmqpTransport  # pika only with a broker (issue 11, the fixed cost)
+
     transport = AmqpTransport(url, **transport_options)
     answers = deliver(MessageBook(state, kinds), transport)
     return {

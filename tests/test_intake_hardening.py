@@ -16,6 +16,7 @@ import pipelines.intake
 from assets.sf6110_rules import judge_file
 from pipelines.config import MAX_SF6110_BYTES, ORPHAN_DATA_SECONDS, ConfigError
 from pipelines.resources import StateResource
+from pipelines.state import StateStore
 from pipelines.storage import TEMP_PREFIX
 from tests.test_intake import (
     ALICE,
@@ -247,6 +248,24 @@ def test_orphaned_temporary_files_are_removed_by_the_next_run_but_a_fresh_one_is
     assert w.intake().success
     assert [p for p in killed if p.exists()] == []
     assert fresh.exists()
+
+
+def test_a_local_and_a_remote_state_store_find_the_same_orphans(tmp_path):
+    """The local store is walked by the OS, any other through fsspec: the same temporaries go."""
+    for url in (str(tmp_path / "local"), f"memory://{tmp_path.name}"):
+        store = StateStore(url)
+        store.write("archive/received/u1/SF6110_0101_1.xml", b"<x/>")
+        store.write("sent/a/record.json", b"{}")
+        store.fs.makedirs(store.path(f"sent/{TEMP_PREFIX}folder"), exist_ok=True)  # a folder, not a file
+        for relative in (f"archive/received/u1/{TEMP_PREFIX}dead.xml", f"{TEMP_PREFIX}top"):
+            with store.fs.open(store.path(relative), "wb") as f:
+                f.write(b"half")
+        assert store.remove_orphaned_temporaries(older_than_seconds=-60) == [
+            f"{TEMP_PREFIX}top",
+            f"archive/received/u1/{TEMP_PREFIX}dead.xml",
+        ]
+        assert store.exists("archive/received/u1/SF6110_0101_1.xml") and store.exists("sent/a/record.json")
+        assert store.fs.isdir(store.path(f"sent/{TEMP_PREFIX}folder"))
 
 
 def test_state_resource_defaults_are_the_spec_defaults():

@@ -69,6 +69,7 @@ def test_reads_are_the_same_before_and_after_every_compaction_and_merge(tmp_path
         ledger, decisions = as_read(store)
         assert ledger.equals(expected_ledger)
         assert decisions == expected_decisions
+        assert store.ledger_rows() == ledger.height  # counted from the footers alike
     assert compacted >= 10
     manifest = store.read_json("index/manifest.json")
     assert 1 <= len(manifest["segments"]) <= 2  # merged: a run reads a few files, not 40
@@ -115,4 +116,16 @@ def test_an_uncommitted_ledger_file_is_not_read_from_the_index_either(tmp_path: 
     store.write_frame("ledger/uuid-9999.parquet", store.ledger().head(1).with_columns(file_transfer_uuid=pl.lit("uuid-9999")))
     store.compact(loose_limit=2)
     assert "uuid-9999" not in store.ledger()["file_transfer_uuid"].to_list()
+    assert store.ledger_rows() == store.ledger().height
     assert all(d["file_transfer_uuid"] != "uuid-9999" for d in store.decisions())
+
+
+def test_the_ledger_is_counted_alike_on_any_filesystem(tmp_path: Path) -> None:
+    """ledger_rows reads the footers of local files in place and of others through fsspec."""
+    for url in (str(tmp_path), f"memory://{tmp_path.name}"):
+        store = StateStore(url)
+        for number in range(1, 12):
+            commit(store, number)
+            store.compact(loose_limit=3, segment_limit=2)
+            assert store.ledger_rows() == store.ledger().height
+        assert store.ledger_rows() == sum(0 if n % 3 == 0 else 1 + n % 2 for n in range(1, 12))
