@@ -318,9 +318,9 @@ def _receive(
         return _quarantine(client, state, delivery, data, metadata_raw, problem, keep)
 
     sender = metadata.descriptor.sender
-    # exchange.md: archived unchanged before anything else happens.
-    state.write_once(f"archive/received/{uuid}/{name}", data)
-    state.write_once(f"archive/received/{uuid}/{name}.metadata", metadata_raw)
+    # exchange.md: archived unchanged before anything else happens. The two in any order: until
+    # the decision, a delivery missing either is archived again from IN/.
+    state.write_all({f"archive/received/{uuid}/{name}": data, f"archive/received/{uuid}/{name}.metadata": metadata_raw}, once=True)
     prepared = None if state.has_decision(uuid) else preparer.submit(data, delivery.received)
     return _Received(delivery, data, uuid, sender, prepared)
 
