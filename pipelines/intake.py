@@ -144,7 +144,7 @@ def run_intake(
         snapshot_periode, pensionssager = newest_pensionssager()
         judge = _Judge(state, partners, pensionssager, snapshot_periode, run_id, max_bytes)
         parallel = workers > 1 and len(deliveries) > 1 and sum(d.size for d in deliveries) >= parallel_min_bytes
-        with _Preparer(workers if parallel else 1, max_bytes) as preparer:
+        with _Preparer(workers if parallel else 1, max_bytes) as preparer, _Answerer() as answerer:
             reports = []
             # Files received (read, archived, handed to a worker) while earlier ones are judged and
             # answered, in the order of IN/: a window, so that memory holds a few files, not all.
@@ -152,9 +152,10 @@ def run_intake(
             for delivery in deliveries:
                 window.append(_receive(client, state, partners, preparer, delivery, keep))
                 while len(window) > preparer.lookahead:
-                    reports.append(_answer(client, state, partners, judge, window.popleft(), keep))
+                    reports.append(_answer(client, state, partners, judge, answerer, window.popleft(), keep))
             while window:
-                reports.append(_answer(client, state, partners, judge, window.popleft(), keep))
+                reports.append(_answer(client, state, partners, judge, answerer, window.popleft(), keep))
+            answerer.finish()
         return IntakeReport(files=[r for r in reports if r is not None], receipts=receipts, strays=strays)
 
 
@@ -200,6 +201,51 @@ class _Preparer:
                 return prepare_file(data, received=received, max_bytes=self.max_bytes)
 
         return result
+
+
+# Decided files whose kvittering waits to be sent: bounds the memory held by their outcomes.
+ANSWERS_AHEAD = 4
+
+
+class _Answerer:
+    """Steps 4–5 of decided files (the kvittering encoded and sent, the pair removed from IN/), in
+    one thread of their own, in file order, while this thread judges and commits the next files:
+    the sending waits mostly for fsyncs and the exchange, the judging for the CPU. Every decision
+    is committed before its file is handed over, so whatever happens to the thread the state is
+    one that a kill at that point leaves: a file decided and not yet answered is answered by the
+    next run. The first failure is raised here (at the next file, or at `finish`), as it was
+    raised by the sending itself before; the files after it are not answered by this run."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="pensionstraek-kvittering")
+        self.pending: deque = deque()
+        self.failed = False
+
+    def __enter__(self) -> "_Answerer":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, answer: Callable[[], None]) -> None:
+        self.pending.append(self.pool.submit(self._unless_failed, answer))
+        while len(self.pending) > ANSWERS_AHEAD:
+            self.pending.popleft().result()
+
+    def finish(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def _unless_failed(self, answer: Callable[[], None]) -> None:
+        if self.failed:
+            return
+        try:
+            answer()
+        except BaseException:
+            self.failed = True
+            raise
 
 
 def _remove_orphaned_temporaries(state: StateStore, client: ExchangeClient) -> None:
@@ -255,7 +301,7 @@ class _Judge:
             "filnavn": name,
             "afsender": sender,
             "modtaget": received.isoformat(),
-            "sha256": sha256_hex(data),
+            "sha256": prepared.sha256 if prepared is not None else sha256_hex(data),
             "size": len(data),
             "status": decision.status,
             "kode": decision.kode,
@@ -330,10 +376,12 @@ def _answer(
     state: StateStore,
     partners: Partners,
     judge: _Judge,
+    answerer: _Answerer,
     received: _Received | FileReport,
     keep: bool,
 ) -> FileReport | None:
-    """Steps 3–5 of a received delivery: judged (unless decided before), answered, removed."""
+    """Steps 3–5 of a received delivery: judged (unless decided before), then answered and
+    removed by `answerer`."""
     if isinstance(received, FileReport):
         return received  # quarantined
     delivery, data, uuid, sender, name = received.delivery, received.data, received.uuid, received.sender, received.delivery.name
@@ -361,30 +409,35 @@ def _answer(
             filnavn=name, afsender=sender, modtaget=delivery.received, status=REPEATED,
             kommunekode=record["kommunekode"], file_transfer_uuid=uuid,
         )  # fmt: skip
-    kvittering = encode_kvittering(
-        kommunekode=record["kommunekode"],
-        modtaget_filnavn=name,
-        file_transfer_uuid=uuid,
-        modtaget=dt.datetime.fromisoformat(record["modtaget"]),
-        status=record["status"],
-        kode=record["kode"],
-        outcomes=judge.outcomes.pop(uuid) if uuid in judge.outcomes else state.outcomes(uuid),
-    )
-    send(
-        client,
-        state,
-        name=kvittering_name,
-        data=kvittering,
-        sender=partners.udk_account,
-        recipients=[sender],
-        kind="SF6110K",
-    )
-    if not keep:
-        _remove_pair(client, name)
-    log.info(
-        "SF6110 %s fra %s (%s): %s %s, %d modtaget, %d afvist",
-        name, sender, uuid, record["status"], record["kode"] or "", record["antal_modtaget"], record["antal_afvist"],
-    )
+    outcomes = judge.outcomes.pop(uuid) if uuid in judge.outcomes else state.outcomes(uuid)
+
+    def answer() -> None:
+        kvittering = encode_kvittering(
+            kommunekode=record["kommunekode"],
+            modtaget_filnavn=name,
+            file_transfer_uuid=uuid,
+            modtaget=dt.datetime.fromisoformat(record["modtaget"]),
+            status=record["status"],
+            kode=record["kode"],
+            outcomes=outcomes,
+        )
+        send(
+            client,
+            state,
+            name=kvittering_name,
+            data=kvittering,
+            sender=partners.udk_account,
+            recipients=[sender],
+            kind="SF6110K",
+        )
+        if not keep:
+            _remove_pair(client, name)
+        log.info(
+            "SF6110 %s fra %s (%s): %s %s, %d modtaget, %d afvist",
+            name, sender, uuid, record["status"], record["kode"] or "", record["antal_modtaget"], record["antal_afvist"],
+        )
+
+    answerer.submit(answer)
     return FileReport(
         filnavn=name,
         afsender=sender,
