@@ -23,18 +23,19 @@ ignored silently")."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import re
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, islice
 
 import polars as pl
 
 from assets import sf6110_rules
-from assets.sf6110_rules import CaseIndex, Prepared, judge_file, prepare_file
+from assets.sf6110_rules import CaseIndex, FileToJudge, Prepared, judge_file, judge_files, prepare_file
 from contracts.cpr import mask_cpr, mask_text
 from contracts.envelope import (
     METADATA_SUFFIX,
@@ -151,10 +152,10 @@ def run_intake(
             window: deque[_Received | FileReport] = deque()
             for delivery in deliveries:
                 window.append(_receive(client, state, partners, preparer, delivery, keep))
-                while len(window) > preparer.lookahead:
-                    reports.append(_answer(client, state, partners, judge, answerer, window.popleft(), keep))
+                if _ready(window, preparer.lookahead):
+                    reports += _answer_together(client, state, partners, judge, answerer, _oldest(window), keep)
             while window:
-                reports.append(_answer(client, state, partners, judge, answerer, window.popleft(), keep))
+                reports += _answer_together(client, state, partners, judge, answerer, _oldest(window), keep)
             answerer.finish()
         return IntakeReport(files=[r for r in reports if r is not None], receipts=receipts, strays=strays)
 
@@ -201,6 +202,34 @@ class _Preparer:
                 return prepare_file(data, received=received, max_bytes=self.max_bytes)
 
         return result
+
+
+# Files judged in one pass (assets.sf6110_rules.judge_files), at most: bounds the memory of the
+# files waiting in the window as much as the number of files does (a file may be 64 MiB).
+JUDGED_TOGETHER = 12
+JUDGED_TOGETHER_BYTES = 32 * 1024 * 1024
+
+
+def _size(item: "_Received | FileReport") -> int:
+    return len(item.data) if isinstance(item, _Received) else 0
+
+
+def _ready(window: deque, lookahead: int) -> bool:
+    """Whether the files of the window beyond the `lookahead` being prepared make a pass."""
+    beyond = len(window) - lookahead
+    return beyond >= JUDGED_TOGETHER or beyond > 0 and sum(map(_size, islice(window, beyond))) >= JUDGED_TOGETHER_BYTES
+
+
+def _oldest(window: deque) -> list:
+    """The oldest files of the window to be judged together: JUDGED_TOGETHER of them, or fewer
+    when they hold JUDGED_TOGETHER_BYTES (at least one)."""
+    taken, size = [window.popleft()], 0
+    while window and len(taken) < JUDGED_TOGETHER:
+        size += _size(taken[-1])
+        if size >= JUDGED_TOGETHER_BYTES:
+            break
+        taken.append(window.popleft())
+    return taken
 
 
 # Decided files whose kvittering waits to be sent: bounds the memory held by their outcomes.
@@ -278,9 +307,29 @@ class _Judge:
             (d["afsender"], d["sha256"]) for d in state.decisions() if d["status"] == "MODTAGET"
         }
 
+    def judge_together(self, files: list["_Received"]) -> dict[str, pl.DataFrame]:
+        """The instruction outcomes of `files` (prepared, of different municipalities) from one
+        pass of assets.sf6110_rules.judge_files against the history now, by FileTransferUUID;
+        none when that pass fails: each file is then judged alone by `decide`, so that only the
+        file at fault fails."""
+        if len(files) < 2:
+            return {}
+        try:
+            together = [
+                FileToJudge(p.decoded.instructions, p.decoded.kommunekode, f.delivery.received, p.u01_element)
+                for f in files
+                for p in [f.prepared()]
+            ]
+            outcomes = judge_files(together, pensionssager=self.pensionssager, ledger=self.ledger, cases=self.cases)
+        except Exception as exc:  # noqa: BLE001 - judged one by one instead
+            log.info("SF6110: %d filer bedømmes hver for sig (%s)", len(files), type(exc).__name__)
+            return {}
+        return {f.uuid: o for f, o in zip(files, outcomes)}
+
     def decide(
-        self, data: bytes, sender: str, name: str, uuid: str, received: dt.datetime, prepared: Prepared | None = None
-    ) -> dict:
+        self, data: bytes, sender: str, name: str, uuid: str, received: dt.datetime, prepared: Prepared | None = None,
+        judged: pl.DataFrame | None = None,
+    ) -> dict:  # fmt: skip
         decision = judge_file(
             data,
             sender=sender,
@@ -294,6 +343,7 @@ class _Judge:
             max_bytes=self.max_bytes,
             prepared=prepared,
             cases=self.cases,
+            judged=judged,
         )
         rejected = decision.outcomes.filter(pl.col("status") == "AFVIST")
         record = {
@@ -336,6 +386,20 @@ class _Received:
     sender: str
     prepared: Callable[[], Prepared] | None  # None: decided before (no need to decode)
 
+    def __post_init__(self) -> None:
+        if self.prepared is not None:  # asked for when grouping and when judging: prepared once
+            self.prepared = functools.cache(self.prepared)
+
+    def kommunekode(self) -> str | None:
+        """The municipality of a file to be judged that decodes (grouping, `_answer_together`)."""
+        if self.prepared is None:
+            return None
+        try:
+            decoded = self.prepared().decoded
+        except Exception:  # noqa: BLE001 - judged alone, where the failure is the file's (UAFGJORT)
+            return None
+        return decoded.kommunekode if isinstance(decoded, RequestFile) else None
+
 
 def _receive(
     client: ExchangeClient,
@@ -371,6 +435,42 @@ def _receive(
     return _Received(delivery, data, uuid, sender, prepared)
 
 
+def _answer_together(
+    client: ExchangeClient,
+    state: StateStore,
+    partners: Partners,
+    judge: _Judge,
+    answerer: _Answerer,
+    items: list[_Received | FileReport],
+    keep: bool,
+) -> list[FileReport | None]:
+    """`_answer` of each item in order, the instructions of consecutive files of different
+    municipalities judged in one pass (`_Judge.judge_together`) before the first of them is
+    decided: a file of a municipality already in the pass starts the next one, after the files
+    before it are committed, because their registrations are its history (U07/U08)."""
+    reports: list[FileReport | None] = []
+    waiting: list[_Received | FileReport] = []  # in order, answered once their pass is made
+    group: dict[str, _Received] = {}  # the pass being gathered, by municipality
+
+    def answer_waiting() -> None:
+        judged = judge.judge_together(list(group.values()))
+        for item in waiting:
+            uuid = item.uuid if isinstance(item, _Received) else None
+            reports.append(_answer(client, state, partners, judge, answerer, item, keep, judged.pop(uuid, None)))
+        waiting.clear()
+        group.clear()
+
+    for item in items:
+        kommunekode = item.kommunekode() if isinstance(item, _Received) else None
+        if kommunekode in group:
+            answer_waiting()
+        if kommunekode is not None:
+            group[kommunekode] = item
+        waiting.append(item)
+    answer_waiting()
+    return reports
+
+
 def _answer(
     client: ExchangeClient,
     state: StateStore,
@@ -379,9 +479,10 @@ def _answer(
     answerer: _Answerer,
     received: _Received | FileReport,
     keep: bool,
+    judged: pl.DataFrame | None = None,
 ) -> FileReport | None:
-    """Steps 3–5 of a received delivery: judged (unless decided before), then answered and
-    removed by `answerer`."""
+    """Steps 3–5 of a received delivery: judged (unless decided before; `judged`: its instructions'
+    outcomes from `_Judge.judge_together`), then answered and removed by `answerer`."""
     if isinstance(received, FileReport):
         return received  # quarantined
     delivery, data, uuid, sender, name = received.delivery, received.data, received.uuid, received.sender, received.delivery.name
@@ -391,7 +492,7 @@ def _answer(
     else:
         try:
             prepared = received.prepared() if received.prepared is not None else None
-            record = judge.decide(data, sender, name, uuid, delivery.received, prepared)
+            record = judge.decide(data, sender, name, uuid, delivery.received, prepared, judged)
         except Exception as exc:  # noqa: BLE001 - sf6110.md: never holds up other deliveries
             return _undecided(delivery, sender, uuid, exc)
     kvittering_name = kvittering_filnavn(record["kommunekode"], uuid)
