@@ -115,7 +115,7 @@ def traekanmodninger(
             dg.AssetMaterialization(asset_key=MODTAGNE_FILER, partition=key, metadata=_file_metadata(file_report))
         )
 
-    ledger = store.ledger()
+    ledger_height = store.ledger().height if report.ledger_height is None else report.ledger_height
     counts = report.counts()
     failed_receipts = [r.name for r in report.receipts if not r.succeeded]
     return dg.MaterializeResult(
@@ -137,7 +137,7 @@ def traekanmodninger(
             **{f"antal_{kode}": n for kode, n in sorted(counts.items()) if kode[:1] in "FU" and kode[1:].isdigit()},
             "tekniske_kvitteringer": len(report.receipts),
             "tekniske_kvitteringer_fejl": len(failed_receipts),
-            "ledger_anmodninger": ledger.height,
+            "ledger_anmodninger": ledger_height,
             "filer_denne_koersel": dg.MetadataValue.md(_files_table(report.files)),
         }
     )

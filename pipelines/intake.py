@@ -90,6 +90,7 @@ class IntakeReport:
     files: list[FileReport]
     receipts: list[ReceiptRecorded]
     strays: list[Stray] = field(default_factory=list)  # IN/ entries that cannot be deliveries
+    ledger_height: int | None = None  # instructions in the ledger after the run, when it was read
 
     @property
     def undecided(self) -> list[FileReport]:
@@ -157,7 +158,9 @@ def run_intake(
             while window:
                 reports += _answer_together(client, state, partners, judge, answerer, _oldest(window), keep)
             answerer.finish()
-        return IntakeReport(files=[r for r in reports if r is not None], receipts=receipts, strays=strays)
+        return IntakeReport(
+            files=[r for r in reports if r is not None], receipts=receipts, strays=strays, ledger_height=judge.ledger.height
+        )
 
 
 class _Preparer:
