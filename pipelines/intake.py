@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import importlib
 import logging
 import os
 import re
@@ -143,10 +144,11 @@ def run_intake(
         deliveries = client.list_deliveries()
         if not deliveries:
             return IntakeReport(files=[], receipts=receipts, strays=strays)
-        snapshot_periode, pensionssager = newest_pensionssager()
-        judge = _Judge(state, partners, pensionssager, snapshot_periode, run_id, max_bytes)
         parallel = workers > 1 and len(deliveries) > 1 and sum(d.size for d in deliveries) >= parallel_min_bytes
+        # The workers start (an interpreter each) while the snapshot and the history are read.
         with _Preparer(workers if parallel else 1, max_bytes) as preparer, _Answerer() as answerer:
+            snapshot_periode, pensionssager = newest_pensionssager()
+            judge = _Judge(state, partners, pensionssager, snapshot_periode, run_id, max_bytes)
             reports = []
             # Files received (read, archived, handed to a worker) while earlier ones are judged and
             # answered, in the order of IN/: a window, so that memory holds a few files, not all.
@@ -183,6 +185,10 @@ class _Preparer:
                 workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(WORKER_NICENESS,)
             )
             self.lookahead = 2 * workers  # keeps every worker busy while one file is answered
+            # Each worker started and importing the rules now (a pool starts them on demand), while
+            # this process reads the snapshot and the history.
+            for _ in range(workers):
+                self.pool.submit(importlib.import_module, sf6110_rules.__name__)
 
     def __enter__(self) -> "_Preparer":
         return self
@@ -259,7 +265,9 @@ class _Answerer:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        # Also when the run fails elsewhere: the files decided are answered, as they were when
+        # each was answered before the next was read (after a failure here, none is).
+        self.pool.shutdown(wait=True)
 
     def submit(self, answer: Callable[[], None]) -> None:
         self.pending.append(self.pool.submit(self._unless_failed, answer))
