@@ -15,6 +15,7 @@ import itertools
 import os
 import posixpath
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -129,6 +130,10 @@ class ExchangeClient:
         self.connections = 0  # how many times a connection was opened (reconnects included)
         self._fs: fsspec.AbstractFileSystem | None = None
         self._closed = False
+        # One operation at a time on the connection: intake sends from a thread of its own while
+        # it reads the next deliveries (pipelines/intake.py `_Answerer`), and a reconnect must not
+        # replace the connection under another operation.
+        self._one_at_a_time = threading.RLock()
 
     # --- the listing the pipeline works from ----------------------------------------------------
 
@@ -302,6 +307,15 @@ class ExchangeClient:
     ) -> T:
         """Run `operation` on the connection; on a transient failure drop the connection, wait,
         reconnect and run `again` (default: the operation once more)."""
+        with self._one_at_a_time:
+            return self._run_alone(what, operation, again)
+
+    def _run_alone(
+        self,
+        what: str,
+        operation: Callable[[fsspec.AbstractFileSystem], T],
+        again: Callable[[fsspec.AbstractFileSystem], T] | None,
+    ) -> T:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
         for attempt in itertools.count(1):

@@ -23,18 +23,20 @@ ignored silently")."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import importlib
 import logging
 import os
 import re
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, islice
 
 import polars as pl
 
 from assets import sf6110_rules
-from assets.sf6110_rules import CaseIndex, Prepared, judge_file, prepare_file
+from assets.sf6110_rules import CaseIndex, FileToJudge, Prepared, judge_file, judge_files, prepare_file
 from contracts.cpr import mask_cpr, mask_text
 from contracts.envelope import (
     METADATA_SUFFIX,
@@ -141,20 +143,22 @@ def run_intake(
         deliveries = client.list_deliveries()
         if not deliveries:
             return IntakeReport(files=[], receipts=receipts, strays=strays)
-        snapshot_periode, pensionssager = newest_pensionssager()
-        judge = _Judge(state, partners, pensionssager, snapshot_periode, run_id, max_bytes)
         parallel = workers > 1 and len(deliveries) > 1 and sum(d.size for d in deliveries) >= parallel_min_bytes
-        with _Preparer(workers if parallel else 1, max_bytes) as preparer:
+        # The workers start (an interpreter each) while the snapshot and the history are read.
+        with _Preparer(workers if parallel else 1, max_bytes) as preparer, _Answerer() as answerer:
+            snapshot_periode, pensionssager = newest_pensionssager()
+            judge = _Judge(state, partners, pensionssager, snapshot_periode, run_id, max_bytes)
             reports = []
             # Files received (read, archived, handed to a worker) while earlier ones are judged and
             # answered, in the order of IN/: a window, so that memory holds a few files, not all.
             window: deque[_Received | FileReport] = deque()
             for delivery in deliveries:
                 window.append(_receive(client, state, partners, preparer, delivery, keep))
-                while len(window) > preparer.lookahead:
-                    reports.append(_answer(client, state, partners, judge, window.popleft(), keep))
+                if _ready(window, preparer.lookahead):
+                    reports += _answer_together(client, state, partners, judge, answerer, _oldest(window), keep)
             while window:
-                reports.append(_answer(client, state, partners, judge, window.popleft(), keep))
+                reports += _answer_together(client, state, partners, judge, answerer, _oldest(window), keep)
+            answerer.finish()
         return IntakeReport(files=[r for r in reports if r is not None], receipts=receipts, strays=strays)
 
 
@@ -178,6 +182,10 @@ class _Preparer:
                 workers, mp_context=multiprocessing.get_context("spawn"), initializer=os.nice, initargs=(WORKER_NICENESS,)
             )
             self.lookahead = 2 * workers  # keeps every worker busy while one file is answered
+            # Each worker started and importing the rules now (a pool starts them on demand), while
+            # this process reads the snapshot and the history.
+            for _ in range(workers):
+                self.pool.submit(importlib.import_module, sf6110_rules.__name__)
 
     def __enter__(self) -> "_Preparer":
         return self
@@ -200,6 +208,81 @@ class _Preparer:
                 return prepare_file(data, received=received, max_bytes=self.max_bytes)
 
         return result
+
+
+# Files judged in one pass (assets.sf6110_rules.judge_files), at most: bounds the memory of the
+# files waiting in the window as much as the number of files does (a file may be 64 MiB).
+JUDGED_TOGETHER = 12
+JUDGED_TOGETHER_BYTES = 32 * 1024 * 1024
+
+
+def _size(item: "_Received | FileReport") -> int:
+    return len(item.data) if isinstance(item, _Received) else 0
+
+
+def _ready(window: deque, lookahead: int) -> bool:
+    """Whether the files of the window beyond the `lookahead` being prepared make a pass."""
+    beyond = len(window) - lookahead
+    return beyond >= JUDGED_TOGETHER or beyond > 0 and sum(map(_size, islice(window, beyond))) >= JUDGED_TOGETHER_BYTES
+
+
+def _oldest(window: deque) -> list:
+    """The oldest files of the window to be judged together: JUDGED_TOGETHER of them, or fewer
+    when they hold JUDGED_TOGETHER_BYTES (at least one)."""
+    taken, size = [window.popleft()], 0
+    while window and len(taken) < JUDGED_TOGETHER:
+        size += _size(taken[-1])
+        if size >= JUDGED_TOGETHER_BYTES:
+            break
+        taken.append(window.popleft())
+    return taken
+
+
+# Decided files whose kvittering waits to be sent: bounds the memory held by their outcomes.
+ANSWERS_AHEAD = 4
+
+
+class _Answerer:
+    """Steps 4–5 of decided files (the kvittering encoded and sent, the pair removed from IN/), in
+    one thread of their own, in file order, while this thread judges and commits the next files:
+    the sending waits mostly for fsyncs and the exchange, the judging for the CPU. Every decision
+    is committed before its file is handed over, so whatever happens to the thread the state is
+    one that a kill at that point leaves: a file decided and not yet answered is answered by the
+    next run. The first failure is raised here (at the next file, or at `finish`), as it was
+    raised by the sending itself before; the files after it are not answered by this run."""
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="pensionstraek-kvittering")
+        self.pending: deque = deque()
+        self.failed = False
+
+    def __enter__(self) -> "_Answerer":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        # Also when the run fails elsewhere: the files decided are answered, as they were when
+        # each was answered before the next was read (after a failure here, none is).
+        self.pool.shutdown(wait=True)
+
+    def submit(self, answer: Callable[[], None]) -> None:
+        self.pending.append(self.pool.submit(self._unless_failed, answer))
+        while len(self.pending) > ANSWERS_AHEAD:
+            self.pending.popleft().result()
+
+    def finish(self) -> None:
+        while self.pending:
+            self.pending.popleft().result()
+
+    def _unless_failed(self, answer: Callable[[], None]) -> None:
+        if self.failed:
+            return
+        try:
+            answer()
+        except BaseException:
+            self.failed = True
+            raise
 
 
 def _remove_orphaned_temporaries(state: StateStore, client: ExchangeClient) -> None:
@@ -232,9 +315,29 @@ class _Judge:
             (d["afsender"], d["sha256"]) for d in state.decisions() if d["status"] == "MODTAGET"
         }
 
+    def judge_together(self, files: list["_Received"]) -> dict[str, pl.DataFrame]:
+        """The instruction outcomes of `files` (prepared, of different municipalities) from one
+        pass of assets.sf6110_rules.judge_files against the history now, by FileTransferUUID;
+        none when that pass fails: each file is then judged alone by `decide`, so that only the
+        file at fault fails."""
+        if len(files) < 2:
+            return {}
+        try:
+            together = [
+                FileToJudge(p.decoded.instructions, p.decoded.kommunekode, f.delivery.received, p.u01_element)
+                for f in files
+                for p in [f.prepared()]
+            ]
+            outcomes = judge_files(together, pensionssager=self.pensionssager, ledger=self.ledger, cases=self.cases)
+        except Exception as exc:  # noqa: BLE001 - judged one by one instead
+            log.info("SF6110: %d filer bedømmes hver for sig (%s)", len(files), type(exc).__name__)
+            return {}
+        return {f.uuid: o for f, o in zip(files, outcomes)}
+
     def decide(
-        self, data: bytes, sender: str, name: str, uuid: str, received: dt.datetime, prepared: Prepared | None = None
-    ) -> dict:
+        self, data: bytes, sender: str, name: str, uuid: str, received: dt.datetime, prepared: Prepared | None = None,
+        judged: pl.DataFrame | None = None,
+    ) -> dict:  # fmt: skip
         decision = judge_file(
             data,
             sender=sender,
@@ -248,6 +351,7 @@ class _Judge:
             max_bytes=self.max_bytes,
             prepared=prepared,
             cases=self.cases,
+            judged=judged,
         )
         rejected = decision.outcomes.filter(pl.col("status") == "AFVIST")
         record = {
@@ -255,7 +359,7 @@ class _Judge:
             "filnavn": name,
             "afsender": sender,
             "modtaget": received.isoformat(),
-            "sha256": sha256_hex(data),
+            "sha256": prepared.sha256 if prepared is not None else sha256_hex(data),
             "size": len(data),
             "status": decision.status,
             "kode": decision.kode,
@@ -290,6 +394,20 @@ class _Received:
     sender: str
     prepared: Callable[[], Prepared] | None  # None: decided before (no need to decode)
 
+    def __post_init__(self) -> None:
+        if self.prepared is not None:  # asked for when grouping and when judging: prepared once
+            self.prepared = functools.cache(self.prepared)
+
+    def kommunekode(self) -> str | None:
+        """The municipality of a file to be judged that decodes (grouping, `_answer_together`)."""
+        if self.prepared is None:
+            return None
+        try:
+            decoded = self.prepared().decoded
+        except Exception:  # noqa: BLE001 - judged alone, where the failure is the file's (UAFGJORT)
+            return None
+        return decoded.kommunekode if isinstance(decoded, RequestFile) else None
+
 
 def _receive(
     client: ExchangeClient,
@@ -318,11 +436,47 @@ def _receive(
         return _quarantine(client, state, delivery, data, metadata_raw, problem, keep)
 
     sender = metadata.descriptor.sender
-    # exchange.md: archived unchanged before anything else happens.
-    state.write_once(f"archive/received/{uuid}/{name}", data)
-    state.write_once(f"archive/received/{uuid}/{name}.metadata", metadata_raw)
+    # exchange.md: archived unchanged before anything else happens. The two in any order: until
+    # the decision, a delivery missing either is archived again from IN/.
+    state.write_all({f"archive/received/{uuid}/{name}": data, f"archive/received/{uuid}/{name}.metadata": metadata_raw}, once=True)
     prepared = None if state.has_decision(uuid) else preparer.submit(data, delivery.received)
     return _Received(delivery, data, uuid, sender, prepared)
+
+
+def _answer_together(
+    client: ExchangeClient,
+    state: StateStore,
+    partners: Partners,
+    judge: _Judge,
+    answerer: _Answerer,
+    items: list[_Received | FileReport],
+    keep: bool,
+) -> list[FileReport | None]:
+    """`_answer` of each item in order, the instructions of consecutive files of different
+    municipalities judged in one pass (`_Judge.judge_together`) before the first of them is
+    decided: a file of a municipality already in the pass starts the next one, after the files
+    before it are committed, because their registrations are its history (U07/U08)."""
+    reports: list[FileReport | None] = []
+    waiting: list[_Received | FileReport] = []  # in order, answered once their pass is made
+    group: dict[str, _Received] = {}  # the pass being gathered, by municipality
+
+    def answer_waiting() -> None:
+        judged = judge.judge_together(list(group.values()))
+        for item in waiting:
+            uuid = item.uuid if isinstance(item, _Received) else None
+            reports.append(_answer(client, state, partners, judge, answerer, item, keep, judged.pop(uuid, None)))
+        waiting.clear()
+        group.clear()
+
+    for item in items:
+        kommunekode = item.kommunekode() if isinstance(item, _Received) else None
+        if kommunekode in group:
+            answer_waiting()
+        if kommunekode is not None:
+            group[kommunekode] = item
+        waiting.append(item)
+    answer_waiting()
+    return reports
 
 
 def _answer(
@@ -330,10 +484,13 @@ def _answer(
     state: StateStore,
     partners: Partners,
     judge: _Judge,
+    answerer: _Answerer,
     received: _Received | FileReport,
     keep: bool,
+    judged: pl.DataFrame | None = None,
 ) -> FileReport | None:
-    """Steps 3–5 of a received delivery: judged (unless decided before), answered, removed."""
+    """Steps 3–5 of a received delivery: judged (unless decided before; `judged`: its instructions'
+    outcomes from `_Judge.judge_together`), then answered and removed by `answerer`."""
     if isinstance(received, FileReport):
         return received  # quarantined
     delivery, data, uuid, sender, name = received.delivery, received.data, received.uuid, received.sender, received.delivery.name
@@ -343,7 +500,7 @@ def _answer(
     else:
         try:
             prepared = received.prepared() if received.prepared is not None else None
-            record = judge.decide(data, sender, name, uuid, delivery.received, prepared)
+            record = judge.decide(data, sender, name, uuid, delivery.received, prepared, judged)
         except Exception as exc:  # noqa: BLE001 - sf6110.md: never holds up other deliveries
             return _undecided(delivery, sender, uuid, exc)
     kvittering_name = kvittering_filnavn(record["kommunekode"], uuid)
@@ -361,30 +518,35 @@ def _answer(
             filnavn=name, afsender=sender, modtaget=delivery.received, status=REPEATED,
             kommunekode=record["kommunekode"], file_transfer_uuid=uuid,
         )  # fmt: skip
-    kvittering = encode_kvittering(
-        kommunekode=record["kommunekode"],
-        modtaget_filnavn=name,
-        file_transfer_uuid=uuid,
-        modtaget=dt.datetime.fromisoformat(record["modtaget"]),
-        status=record["status"],
-        kode=record["kode"],
-        outcomes=judge.outcomes.pop(uuid) if uuid in judge.outcomes else state.outcomes(uuid),
-    )
-    send(
-        client,
-        state,
-        name=kvittering_name,
-        data=kvittering,
-        sender=partners.udk_account,
-        recipients=[sender],
-        kind="SF6110K",
-    )
-    if not keep:
-        _remove_pair(client, name)
-    log.info(
-        "SF6110 %s fra %s (%s): %s %s, %d modtaget, %d afvist",
-        name, sender, uuid, record["status"], record["kode"] or "", record["antal_modtaget"], record["antal_afvist"],
-    )
+    outcomes = judge.outcomes.pop(uuid) if uuid in judge.outcomes else state.outcomes(uuid)
+
+    def answer() -> None:
+        kvittering = encode_kvittering(
+            kommunekode=record["kommunekode"],
+            modtaget_filnavn=name,
+            file_transfer_uuid=uuid,
+            modtaget=dt.datetime.fromisoformat(record["modtaget"]),
+            status=record["status"],
+            kode=record["kode"],
+            outcomes=outcomes,
+        )
+        send(
+            client,
+            state,
+            name=kvittering_name,
+            data=kvittering,
+            sender=partners.udk_account,
+            recipients=[sender],
+            kind="SF6110K",
+        )
+        if not keep:
+            _remove_pair(client, name)
+        log.info(
+            "SF6110 %s fra %s (%s): %s %s, %d modtaget, %d afvist",
+            name, sender, uuid, record["status"], record["kode"] or "", record["antal_modtaget"], record["antal_afvist"],
+        )
+
+    answerer.submit(answer)
     return FileReport(
         filnavn=name,
         afsender=sender,

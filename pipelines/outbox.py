@@ -117,8 +117,8 @@ class FileBook:
                 raise RuntimeError(f"{item.key} er sendt før med andet indhold; en ny fil skal have et nyt navn")
             if record is None:
                 trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, self.recipients))
-                self.state.write(f"{self.folder}/data", item.data)
-                self.state.write(f"{self.folder}/trigger.xml", trigger)
+                # The record last, once the two it names are on disk (`undelivered` reads them).
+                self.state.write_all({f"{self.folder}/data": item.data, f"{self.folder}/trigger.xml": trigger})
                 self.state.write_json(
                     f"{self.folder}/record.json",
                     {

@@ -47,7 +47,7 @@ import polars as pl
 
 from contracts.ledger import LEDGER_SCHEMA, empty_ledger
 from pipelines.config import STATE_URL, ConfigError, check_local_or_url
-from pipelines.storage import FILE_MODE, TEMP_PREFIX, atomic_write, makedirs
+from pipelines.storage import FILE_MODE, TEMP_PREFIX, atomic_write_all, makedirs
 
 
 # A temporary file untouched this long belongs to a write that died (a live write touches it all
@@ -80,14 +80,24 @@ class StateStore:
         return posixpath.join(self.root, *parts)
 
     def write(self, relative: str, data: bytes) -> None:
-        target = self.path(relative)
-        makedirs(self.fs, posixpath.dirname(target))
-        atomic_write(self.fs, target, data)
+        self.write_all({relative: data})
+
+    def write_all(self, files: dict[str, bytes], *, once: bool = False) -> None:
+        """Write several files with one round of fsyncs (pipelines.storage.atomic_write_all): only
+        for files that may become durable in any order among themselves (docs/decisions.md
+        "Grouped fsyncs"); a file that must be on disk before another is written by a call
+        before it. `once`: archive semantics, an existing file is never overwritten."""
+        targets = [(self.path(relative), data) for relative, data in files.items() if not (once and self.exists(relative))]
+        if not targets:
+            return
+        made_in: list[str] = []
+        for folder in dict.fromkeys(posixpath.dirname(target) for target, _ in targets):
+            makedirs(self.fs, folder, unsynced=made_in)
+        atomic_write_all(self.fs, targets, made_in=made_in)
 
     def write_once(self, relative: str, data: bytes) -> None:
         """Archive semantics: an existing file is never overwritten."""
-        if not self.exists(relative):
-            self.write(relative, data)
+        self.write_all({relative: data}, once=True)
 
     def read(self, relative: str) -> bytes:
         with self.fs.open(self.path(relative), "rb") as f:
@@ -115,9 +125,7 @@ class StateStore:
         return json.loads(self.read(relative))
 
     def write_frame(self, relative: str, frame: pl.DataFrame) -> None:
-        buffer = io.BytesIO()
-        frame.write_parquet(buffer)
-        self.write(relative, buffer.getvalue())
+        self.write(relative, _parquet(frame))
 
     def read_frame(self, relative: str) -> pl.DataFrame:
         return pl.read_parquet(io.BytesIO(self.read(relative)))
@@ -173,9 +181,9 @@ class StateStore:
     ) -> None:
         """Ledger and outcomes first, the decision last: the decision is the commit point."""
         uuid = decision["file_transfer_uuid"]
-        if registered.height:
-            self.write_frame(f"ledger/{uuid}.parquet", registered.select(LEDGER_SCHEMA.names()))
-        self.write_frame(f"intake/{uuid}.outcomes.parquet", outcomes)
+        frames = {f"ledger/{uuid}.parquet": _parquet(registered.select(LEDGER_SCHEMA.names()))} if registered.height else {}
+        frames[f"intake/{uuid}.outcomes.parquet"] = _parquet(outcomes)
+        self.write_all(frames)  # in any order: neither counts before the decision
         self.write_json(self.decision_path(uuid), decision)
 
     def ledger(self) -> pl.DataFrame:
@@ -319,6 +327,12 @@ class LockHeld(RuntimeError):
 
 
 _held: dict[str, int] = {}  # lock file → the thread of this process that holds it
+
+
+def _parquet(frame: pl.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    return buffer.getvalue()
 
 
 def sha256_hex(data: bytes) -> str:

@@ -72,7 +72,7 @@ points = {
     # the receipt is recorded against the sent file, not yet removed from IN/
     "receipt_recorded": (StateStore, "write_json", None, lambda r, v: r.startswith("sent/") and v.get("status") == "acknowledged"),
     # data and metadata archived, nothing decided
-    "archived": (StateStore, "write_once", None, lambda r, d: r.startswith("archive/received/") and r.endswith(".metadata")),
+    "archived": (StateStore, "write_all", None, lambda files: any(r.startswith("archive/received/") and r.endswith(".metadata") for r in files)),
     # ledger and outcomes written, the decision (the commit point) not
     "ledger_written": (StateStore, "write_json", is_decision, None),
     # decided, nothing sent

@@ -584,6 +584,46 @@ def test_judge_instructions_on_a_frame():
     assert result.rows() == [(0, "KBH-1", "MODTAGET", None, None)]
 
 
+def test_files_judged_together_get_what_each_gets_alone():
+    from assets.sf6110_rules import FileToJudge, judge_files
+
+    def frame(*instructions: dict) -> pl.DataFrame:
+        return pl.DataFrame([dict(i, position=n) for n, i in enumerate(instructions)], schema=INSTRUCTION_SCHEMA)
+
+    history = ledger(
+        {"anmodning_id": "KBH-1"},  # 0101's KBH-1 for ALICE
+        {"anmodning_id": "FRB-1", "kommunekode": "0147", "cpr": BOB},
+        {"anmodning_id": "FRB-2", "kommunekode": "0147", "cpr": BOB, "handling": "OPHOER"},
+    )
+    files = [
+        FileToJudge(  # U07 (KBH-1 registered), U02, 2027-01 still open on its date, U03, U08 (not 0101's FRB-1)
+            frame(opret(), opret(anmodning_id="KBH-2"), opret(anmodning_id="KBH-2"), opret(anmodning_id="KBH-3", fra_periode="2027-01"),
+                  opret(anmodning_id="KBH-4", cpr=UDEN_SAG), aendr(anmodning_id="FRB-1", cpr=BOB)),
+            "0101", RECEIVED,
+        ),
+        FileToJudge(  # the same ids in another municipality: its own history (KBH-1 is new there)
+            frame(opret(cpr=BOB), aendr(anmodning_id="FRB-1", cpr=BOB), ophoer(anmodning_id="FRB-2", cpr=BOB),
+                  opret(anmodning_id="FRB-3", cpr=ALICE), opret(anmodning_id="FRB-4", cpr=BOB, fra_periode="2027-01")),
+            "0147", RECEIVED + dt.timedelta(days=10),
+        ),
+        FileToJudge(frame(opret(cpr="12345")), "0151", RECEIVED),  # U01
+    ]
+    opens = lambda t: "2027-02" if t.day > 10 else "2027-01"  # noqa: E731 - the second file is judged later
+    together = judge_files(files, pensionssager=PENSIONSSAGER, ledger=history, first_open_period=opens)
+    alone = [
+        judge_instructions(f.instructions, kommunekode=f.kommunekode, received=f.received, pensionssager=PENSIONSSAGER,
+                           ledger=history, first_open_period=opens)
+        for f in files
+    ]  # fmt: skip
+    for joint, single in zip(together, alone, strict=True):
+        assert joint.equals(single)
+    assert together[0]["kode"].to_list() == ["U07", None, "U02", None, "U03", "U08"]
+    assert together[1]["kode"].to_list() == [None, None, "U08", "U04", "U06"]  # 2027-01 closed by then
+    assert together[2]["kode"].to_list() == ["U01"]
+    with pytest.raises(ValueError, match="different municipalities"):
+        judge_files(files + files[:1], pensionssager=PENSIONSSAGER, ledger=history)
+
+
 def test_the_case_index_finds_what_a_scan_of_the_snapshot_finds():
     from assets.sf6110_rules import CaseIndex, _cases_of
 
