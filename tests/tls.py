@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from pipelines.agreements import DEMO_AGREEMENTS, dump_agreements, parse_agreeme
 from pipelines.certificates import make_ca, make_cert
 from pipelines.sf1411_snapshot import make_current, write_snapshot
 from pipelines.state import StateStore
+from tests.processes import stop_process
 from tests.registers import case_row
 
 HOST = "127.0.0.1"
@@ -171,13 +171,7 @@ def running_sf1411_service() -> Iterator[Sf1411Service]:
                 time.sleep(0.2)
             yield service
         finally:
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.kill(process.pid, signal.SIGKILL)
-                    process.wait()
+            stop_process(process, timeout=15)
 
 
 # --- building requests ----------------------------------------------------------------------------
