@@ -121,12 +121,34 @@ class StateStore:
         Temporary files are not state: nothing ever reads them (`listdir` hides them)."""
         limit = time.time() - older_than_seconds
         removed = []
-        for path, info in self.fs.find(self.root, detail=True).items():
-            name = posixpath.basename(path)
-            if name.startswith(TEMP_PREFIX) and info.get("type") == "file" and _mtime(info) < limit:
+        for path, mtime in self._temporaries():
+            if mtime < limit:
                 self.fs.rm_file(path)
                 removed.append(posixpath.relpath(path, self.root))
         return sorted(removed)
+
+    def _temporaries(self) -> Iterator[tuple[str, float]]:
+        """(path, mtime) of each temporary file in the store. Locally through os.scandir, which
+        tells folders from files without a stat: the store keeps every file ever received and
+        sent, and fsspec's find stats each one (a second of every intake after two years of
+        history, issue 11); here only the temporary files are stat'ed."""
+        if not isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+            for path, info in self.fs.find(self.root, detail=True).items():
+                if posixpath.basename(path).startswith(TEMP_PREFIX) and info.get("type") == "file":
+                    yield path, _mtime(info)
+            return
+        folders = [self.root]
+        while folders:
+            with os.scandir(folders.pop()) as entries:
+                for entry in entries:
+                    if entry.is_dir():
+                        folders.append(entry.path)
+                    elif entry.name.startswith(TEMP_PREFIX) and entry.is_file():
+                        try:
+                            mtime = entry.stat().st_mtime
+                        except FileNotFoundError:  # renamed by its live write meanwhile
+                            continue
+                        yield entry.path, mtime
 
     # --- intake -----------------------------------------------------------------------------
 
