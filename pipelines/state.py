@@ -97,9 +97,17 @@ class StateStore:
 
     def listdir(self, relative: str) -> list[str]:
         folder = self.path(relative)
-        if not self.fs.exists(folder):
+        if isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+            # The OS's own listing: fsspec's makes and strips a path per name, which weighs in
+            # folders that keep a file per delivery ever received (intake/, ledger/; issue 11).
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                return []
+        elif self.fs.exists(folder):
+            names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)]
+        else:
             return []
-        names = [posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)]
         return sorted(n for n in names if not n.startswith(TEMP_PREFIX))
 
     def write_json(self, relative: str, value: object) -> None:
