@@ -66,7 +66,10 @@ def readiness_problems(client, store: StateStore, register: RegisterResource, pe
     the register must have both tables for P. The wall clock plays no part."""
     problems = []
     deadline = cutoff(periode)
-    waiting = [d for d in unprocessed(client.list_deliveries(), store) if d.received < deadline]
+    # Only what was received before the cut-off is asked about: IN/ is usually empty after
+    # intake, and then the decisions of every file ever received need not be read (issue 11).
+    before = [d for d in client.list_deliveries() if d.received < deadline]
+    waiting = unprocessed(before, store) if before else []
     if waiting:
         problems.append(
             f"{len(waiting)} SF6110-filer modtaget før fristen for {periode} ({deadline.isoformat()}) "

@@ -56,6 +56,16 @@ def active_requests(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
 
     settlement.md "Which requests are active in P". Columns: ACTIVE_SCHEMA, one row per request,
     sorted by (kommunekode, anmodning_id)."""
+    # Only a request with an OPRET or AENDR from P or earlier that lasts into P can have one in
+    # force in P, so the rules see only those requests (all their instructions): the same result
+    # as from the whole ledger, but the years of requests that ended do not weigh on every
+    # period's settlement (issue 11: a run's cost must not grow with the history).
+    candidates = ledger.filter(
+        (pl.col("fra_periode") <= periode)
+        & pl.col("handling").is_in(["OPRET", "AENDR"])
+        & (pl.col("til_periode").is_null() | (pl.lit(periode) <= pl.col("til_periode")))
+    ).select(REQUEST)
+    ledger = ledger.join(candidates.unique(), on=REQUEST, how="semi")
     in_force = versions_in_force(ledger, periode)
     # Walk order uses the modtaget of the request's OPRET, which exists whatever the FraPeriode of
     # the version in force (an AENDR may start the request earlier than its OPRET, sf6110.md).

@@ -55,8 +55,8 @@ from pipelines.storage import FILE_MODE, TEMP_PREFIX, atomic_write_all, makedirs
 TEMP_GRACE_SECONDS = 300
 
 # Compaction: at most this many committed decisions are read one file each before a run folds
-# them into a new segment, and at most this many segments are kept before they are merged into
-# one, so a run reads at most about 2 × these many files whatever the history.
+# them into a new segment, and at most this many segments are kept (the smallest are merged), so
+# a run reads at most about 2 × these many files whatever the history.
 LOOSE_LIMIT = 64
 SEGMENT_LIMIT = 8
 
@@ -244,13 +244,19 @@ class StateStore:
             segments.append(self._write_segment(index, loose, decisions, ledger))
         superseded = []
         if len(segments) > segment_limit:
+            # The smallest segments are merged, as many as bring the count within the limit, so a
+            # merge rewrites a small share of the history, not all of it every few months (issue
+            # 11): a decision is merged again only once its segment is among the smallest.
+            merging = sorted(segments, key=lambda segment: (len(segment["uuids"]), segment["name"]))
+            merging = merging[: len(segments) - segment_limit + 1]
             merged = self._write_segment(
                 {"segments": segments},
-                [uuid for segment in segments for uuid in segment["uuids"]],
-                [record for segment in segments for record in self._segment_decisions(segment)],
-                [self.read_frame(f"index/{segment['name']}.ledger.parquet") for segment in segments],
+                [uuid for segment in merging for uuid in segment["uuids"]],
+                [record for segment in merging for record in self._segment_decisions(segment)],
+                [self.read_frame(f"index/{segment['name']}.ledger.parquet") for segment in merging],
             )
-            superseded, segments = [segment["name"] for segment in segments], [merged]
+            superseded = [segment["name"] for segment in merging]
+            segments = [segment for segment in segments if segment["name"] not in superseded] + [merged]
         self.write_json("index/manifest.json", {"segments": segments, "superseded": superseded})
         # A reader may still hold the manifest before this one, so segments are removed only one
         # merge later (derived copies: the originals stay in intake/ and ledger/).
