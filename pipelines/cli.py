@@ -30,11 +30,6 @@ from pipelines.config import (
     env,
 )
 
-# A command's process ends when the command does: the cyclic collector's passes over every object
-# at interpreter exit (a third of a second after a run) free nothing the OS does not take back
-# anyway. Objects still referenced are torn down as before, files closed by their `with`.
-atexit.register(gc.freeze)
-
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_BUSY = 3  # another intake runs and does the work; nothing was done (docs/decisions.md)
@@ -585,5 +580,17 @@ def main(argv: list[str] | None = None) -> int:
         )
 
 
-if __name__ == "__main__":
+def command() -> None:
+    """The `pensionstraek` program (pyproject's console script, and `python -m pipelines.cli`).
+
+    Its process ends when the command does: the cyclic collector's passes over every object at
+    interpreter exit (a third of a second after a run) free nothing the OS does not take back
+    anyway, so what is left is frozen first. Objects still referenced are torn down as before,
+    files closed by their `with`. Only here, not for a process that imports the module (the test
+    suite: an extension that counts its objects at exit, DuckDB's, would report them leaked)."""
+    atexit.register(gc.freeze)
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    command()
