@@ -117,7 +117,7 @@ class FileBook:
         files, records = {}, {}
         for item in items:
             record = self.state.sent_record(item.key)
-            sha = sha256_hex(item.data)
+            sha = item.meta["sha256"]  # of item.data, as send_files computed it
             if record is not None and record["sha256"] != sha:
                 raise RuntimeError(f"{item.key} er sendt før med andet indhold; en ny fil skal have et nyt navn")
             self._items[item.key] = item
@@ -166,20 +166,26 @@ class FileBook:
 
 
 class SftpTransport:
-    """Puts a file in OUT/ with its trigger; a resumed send first asks OUT/ and IN/ whether the
-    platform already has it."""
+    """Puts files in OUT/ with their triggers, the data files of the items together and then their
+    triggers; a resumed send first asks OUT/ and IN/ whether the platform already has it."""
 
     def __init__(self, client: ExchangeClient, state: StateStore):
         self.client, self.state = client, state
 
     def send(self, items: Sequence[Outgoing]) -> Iterable[Answer]:
+        data, triggers = {}, {}
         for item in items:
-            trigger = item.meta["trigger"]
-            if not item.resumed:
-                _put(self.client, item.key, item.data, trigger)
-            elif not _platform_has(self.client, self.state, item.key):
-                # A run died after recording the intent: OUT/ and IN/ say whether the platform has it.
-                _put(self.client, item.key, item.data, trigger, data_written=self.client.exists(f"OUT/{item.key}"))
+            if item.resumed and _platform_has(self.client, self.state, item.key):
+                continue
+            # A run died after recording the intent: OUT/ says whether the data got there.
+            if not (item.resumed and self.client.exists(f"OUT/{item.key}")):
+                data[f"OUT/{item.key}"] = item.data
+            triggers[f"OUT/{item.key}.trigger"] = item.meta["trigger"]
+        # Each trigger after its file (exchange.md "Writing"): the platform takes a file when its
+        # trigger appears.
+        self.client.write_all(data)
+        self.client.write_all(triggers)
+        for item in items:
             yield Answer(key=item.key, final=True, outcome="sent")
 
 
@@ -209,21 +215,15 @@ def send_files(client: ExchangeClient, state: StateStore, files: Sequence[FileTo
     """`send` of several files, booked together (FileBook); in the order given."""
     results, items = [], []
     for file in files:
-        record = state.sent_record(file.name)
-        if record is not None and record["sha256"] == sha256_hex(file.data) and record["status"] != "sending":
+        record, sha = state.sent_record(file.name), sha256_hex(file.data)
+        if record is not None and record["sha256"] == sha and record["status"] != "sending":
             results.append(Sent(name=file.name, newly_sent=False))
             continue
-        items.append(Outgoing(key=file.name, data=file.data, meta={"recipients": file.recipients}))
+        items.append(Outgoing(key=file.name, data=file.data, meta={"recipients": file.recipients, "sha256": sha}))
         results.append(Sent(name=file.name, newly_sent=True))
     if items:
         deliver(FileBook(state, sender=sender, kind=kind), SftpTransport(client, state), items)
     return results
-
-
-def _put(client: ExchangeClient, name: str, data: bytes, trigger: bytes, data_written: bool = False) -> None:
-    if not data_written:
-        client.write(f"OUT/{name}", data)
-    client.write(f"OUT/{name}.trigger", trigger)
 
 
 def _platform_has(client: ExchangeClient, state: StateStore, name: str) -> bool:

@@ -34,10 +34,11 @@ class CrashingClient(LocalExchangeClient):
         super().__init__(root)
         self.at = at
 
-    def write(self, path: str, data: bytes) -> None:
-        if path.endswith(self.at):
-            raise Crash(f"died before writing {path}")
-        super().write(path, data)
+    def write_all(self, files: dict[str, bytes]) -> None:  # write() is write_all of one file
+        for path in files:
+            if path.endswith(self.at):
+                raise Crash(f"died before writing {path}")
+        super().write_all(files)
 
 
 class CrashingStore(StateStore):
