@@ -150,23 +150,31 @@ def send_versions(
     sender: str,
     recipient_for: Callable[[str], str | None],
 ) -> list[str]:
-    """Send each version that has not gone out yet; returns the names sent now. SEND_GROUP files
-    at a time are booked together (pipelines.outbox.FileBook): their files in memory, and their
-    intents recorded before the first of them goes out."""
-    sent_now = []
-    for start in range(0, len(chosen), SEND_GROUP):
-        files = []
-        for version in chosen[start : start + SEND_GROUP]:
-            recipient = recipient_for(version.kommunekode)
-            if recipient is None:
-                raise RuntimeError(
-                    f"ingen partnerkonto modtager {version.integration} for kommune {version.kommunekode}: "
-                    "tjek PENSIONSTRAEK_PARTNERS"
-                )
-            files.append(FileToSend(version.name, read_version(state, version), (recipient,)))
-        kind = chosen[start].integration
-        sent_now += [s.name for s in send_files(client, state, files, sender=sender, kind=kind) if s.newly_sent]
+    """Send each version that has not gone out yet; returns the names sent now. Files of up to
+    SEND_BYTES together are booked together (pipelines.outbox.FileBook): in memory at once, their
+    intents recorded before the first of them goes out, a few rounds of fsyncs for all of them."""
+    sent_now: list[str] = []
+    files: list[FileToSend] = []
+
+    def send_group() -> None:
+        kind = chosen[0].integration
+        sent_now.extend(s.name for s in send_files(client, state, files, sender=sender, kind=kind) if s.newly_sent)
+        files.clear()
+
+    for version in chosen:
+        recipient = recipient_for(version.kommunekode)
+        if recipient is None:
+            raise RuntimeError(
+                f"ingen partnerkonto modtager {version.integration} for kommune {version.kommunekode}: "
+                "tjek PENSIONSTRAEK_PARTNERS"
+            )
+        files.append(FileToSend(version.name, read_version(state, version), (recipient,)))
+        if sum(len(f.data) for f in files) >= SEND_BYTES:
+            send_group()
+    if files:
+        send_group()
     return sent_now
 
 
-SEND_GROUP = 16
+# A national period's SF6111 files are 70 MB (five groups), its SF2601 files 1 MB (one group).
+SEND_BYTES = 16 * 2**20

@@ -111,7 +111,7 @@ class FileBook:
         self.state, self.sender, self.kind = state, sender, kind
         self._items: dict[str, Outgoing] = {}  # what this book was asked to send, by name
         self._records: dict[str, dict] = {}  # their records as last read or written
-        self._fresh: set[str] = set()  # intents this book recorded itself (nothing can have gone out)
+        self._fresh: dict[str, bytes] = {}  # intents this book recorded itself (nothing can have gone out): their triggers
 
     def intend(self, items: Sequence[Outgoing]) -> None:
         files, records = {}, {}
@@ -123,8 +123,9 @@ class FileBook:
             self._items[item.key] = item
             if record is None:
                 recipients = list(item.meta["recipients"])
+                trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, recipients))
                 files[f"sent/{item.key}/data"] = item.data
-                files[f"sent/{item.key}/trigger.xml"] = encode_trigger(trigger_for(item.key, item.data, self.sender, recipients))
+                files[f"sent/{item.key}/trigger.xml"] = trigger
                 record = {
                     "name": item.key,
                     "kind": self.kind,
@@ -136,7 +137,7 @@ class FileBook:
                     "prepared_at": utc_now().isoformat(),
                 }
                 records[f"sent/{item.key}/record.json"] = json_bytes(record)
-                self._fresh.add(item.key)
+                self._fresh[item.key] = trigger
             self._records[item.key] = record
         # The records last, once the files they name are on disk (`undelivered` reads them).
         self.state.write_all(files)
@@ -149,7 +150,7 @@ class FileBook:
                 # The same bytes as sent/<name>/data (intend compared their SHA-256).
                 data=item.data,
                 resumed=name not in self._fresh,
-                meta={"trigger": self.state.read(f"sent/{name}/trigger.xml")},
+                meta={"trigger": self._fresh.get(name) or self.state.read(f"sent/{name}/trigger.xml")},
             )
             for name, item in self._items.items()
             if self._records[name]["status"] == "sending"
