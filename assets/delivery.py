@@ -3,12 +3,13 @@ only for changed content, pipelines.deliveries), send them, and watch their tech
 
 
 import datetime as dt
+import itertools
 import os
 from collections.abc import Callable, Iterable
 
 import dagster as dg
 
-from pipelines.deliveries import Version, current_versions, make_version, read_version, send_versions
+from pipelines.deliveries import Version, current_versions, make_versions, read_version, send_versions
 from pipelines.exchange import ExchangeResource
 from pipelines.partitions import period_check_results, period_materialization, periode_partitions, periods_of
 from pipelines.resources import StateResource
@@ -20,6 +21,9 @@ RECEIPT_TIMEOUT = dt.timedelta(minutes=int(os.environ.get("PENSIONSTRAEK_RECEIPT
 # kommunekode, encode(n), filnavn(n), and the figures the file's header carries (what the checks
 # compare with the period's frames; see made_files)
 FileSpec = tuple[str, Callable[[int], bytes], Callable[[int], str], dict[str, int]]
+
+
+MAKE_GROUP = 16  # files made together (as many as the SF6111 encoder makes in one pass)
 
 
 def _chosen_path(integration: str, periode: str) -> str:
@@ -37,12 +41,14 @@ def make_period_files(
     metadata = {}
     for periode in periods:
         chosen, figures = [], {}
-        for kk, encode, filnavn, header in files_of(periode):
-            version = make_version(
-                store, integration=integration, periode=periode, kommunekode=kk, encode=encode, filnavn=filnavn
-            )
-            chosen.append(version)
-            figures[version.name] = {**header, "sha256": version.sha256}
+        specs = iter(files_of(periode))
+        # MAKE_GROUP files at a time: their writes in one round of fsyncs (make_versions), and
+        # only they in memory (the encoders yield a group of municipalities at a time).
+        while group := list(itertools.islice(specs, MAKE_GROUP)):
+            made = make_versions(store, integration=integration, periode=periode, files=[spec[:3] for spec in group])
+            for version, (_, _, _, header) in zip(made, group):
+                chosen.append(version)
+                figures[version.name] = {**header, "sha256": version.sha256}
         store.write_json(
             _chosen_path(integration, periode), {"filer": [v.name for v in chosen], "tal": figures}
         )

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pipelines.outbox import send
-from pipelines.state import StateStore, sha256_hex, utc_now
+from pipelines.outbox import FileToSend, send_files
+from pipelines.state import StateStore, json_bytes, sha256_hex, utc_now
 
 if TYPE_CHECKING:  # only a type here: reading the state store needs no Dagster (pensionstraek explain)
     from pipelines.exchange import ExchangeClient
@@ -52,6 +52,10 @@ def send_started(state: StateStore, name: str) -> bool:
     return state.sent_record(name) is not None
 
 
+# kommunekode, encode(n), filnavn(n): one municipality's file of a period, as make_versions takes it
+FileOf = tuple[str, Callable[[int], bytes], Callable[[int], str]]
+
+
 def make_version(
     state: StateStore,
     *,
@@ -63,6 +67,37 @@ def make_version(
 ) -> Version:
     """The file of (integration, periode, kommunekode) for the current content: the last version
     when its content is unchanged, otherwise a new one with the next Loebenummer."""
+    (made,) = make_versions(state, integration=integration, periode=periode, files=[(kommunekode, encode, filnavn)])
+    return made
+
+
+def make_versions(state: StateStore, *, integration: str, periode: str, files: Sequence[FileOf]) -> list[Version]:
+    """make_version of several municipalities' files with one round of fsyncs for the files and
+    one for the version lists after them (a list never names a file not yet on disk; each
+    municipality's list is its own file, so their order among themselves does not matter)."""
+    made, outgoing, lists = [], {}, {}
+    for kommunekode, encode, filnavn in files:
+        version, data, history = _next_version(state, integration, periode, kommunekode, encode, filnavn)
+        made.append(version)
+        if data is not None:
+            outgoing[f"outgoing/{integration}/{periode}/{version.name}"] = data
+        if history is not None:
+            lists[_versions_path(integration, periode, kommunekode)] = json_bytes({"versions": history})
+    state.write_all(outgoing)
+    state.write_all(lists)
+    return made
+
+
+def _next_version(
+    state: StateStore,
+    integration: str,
+    periode: str,
+    kommunekode: str,
+    encode: Callable[[int], bytes],
+    filnavn: Callable[[int], str],
+) -> tuple[Version, bytes | None, list[dict] | None]:
+    """The version of the current content, the file to write (None: none new) and the version
+    list to write (None: unchanged)."""
     first = encode(1)
     content = sha256_hex(first)  # the content, compared as if it were the first delivery
 
@@ -74,25 +109,23 @@ def make_version(
 
     history = versions(state, integration, periode, kommunekode)
     if history and history[-1]["content_sha256"] == content:
-        return unchanged(history[-1])
+        return unchanged(history[-1]), None, None
     if history and not send_started(state, history[-1]["name"]):
         history = history[:-1]  # never went out: its number is free again
         if history and history[-1]["content_sha256"] == content:
             # Back to the content last sent: the municipality has it already (operations.md:
             # only content that differs is sent again).
-            state.write_json(_versions_path(integration, periode, kommunekode), {"versions": history})
-            return unchanged(history[-1])
+            return unchanged(history[-1]), None, history
     loebenummer = (history[-1]["loebenummer"] + 1) if history else 1
     name = filnavn(loebenummer)
     # Loebenummer 1, the usual case, is the file already encoded: no second encoding.
     data = first if loebenummer == 1 else encode(loebenummer)
-    state.write(f"outgoing/{integration}/{periode}/{name}", data)
     entry = {"loebenummer": loebenummer, "name": name, "content_sha256": content, "made_at": utc_now().isoformat()}
     if loebenummer > 1:
         entry["sha256"] = sha256_hex(data)
     history.append(entry)
-    state.write_json(_versions_path(integration, periode, kommunekode), {"versions": history})
-    return Version(integration, periode, kommunekode, loebenummer, name, changed=True, sha256=sha256_hex(data) if loebenummer > 1 else content)
+    version = Version(integration, periode, kommunekode, loebenummer, name, changed=True, sha256=entry.get("sha256", content))
+    return version, data, history
 
 
 def current_versions(state: StateStore, integration: str, periode: str) -> list[Version]:
@@ -117,8 +150,17 @@ def send_versions(
     sender: str,
     recipient_for: Callable[[str], str | None],
 ) -> list[str]:
-    """Send each version that has not gone out yet; returns the names sent now."""
-    sent_now = []
+    """Send each version that has not gone out yet; returns the names sent now. Files of up to
+    SEND_BYTES together are booked together (pipelines.outbox.FileBook): in memory at once, their
+    intents recorded before the first of them goes out, a few rounds of fsyncs for all of them."""
+    sent_now: list[str] = []
+    files: list[FileToSend] = []
+
+    def send_group() -> None:
+        kind = chosen[0].integration
+        sent_now.extend(s.name for s in send_files(client, state, files, sender=sender, kind=kind) if s.newly_sent)
+        files.clear()
+
     for version in chosen:
         recipient = recipient_for(version.kommunekode)
         if recipient is None:
@@ -126,15 +168,13 @@ def send_versions(
                 f"ingen partnerkonto modtager {version.integration} for kommune {version.kommunekode}: "
                 "tjek PENSIONSTRAEK_PARTNERS"
             )
-        result = send(
-            client,
-            state,
-            name=version.name,
-            data=read_version(state, version),
-            sender=sender,
-            recipients=[recipient],
-            kind=version.integration,
-        )
-        if result.newly_sent:
-            sent_now.append(version.name)
+        files.append(FileToSend(version.name, read_version(state, version), (recipient,)))
+        if sum(len(f.data) for f in files) >= SEND_BYTES:
+            send_group()
+    if files:
+        send_group()
     return sent_now
+
+
+# A national period's SF6111 files are 70 MB (five groups), its SF2601 files 1 MB (one group).
+SEND_BYTES = 16 * 2**20

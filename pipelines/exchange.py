@@ -39,7 +39,7 @@ from pipelines.config import (
     parse_exchange_url,
 )
 from contracts.envelope import METADATA_SUFFIX, RECEIPT_SUFFIX, is_valid_envelope_name
-from pipelines.storage import TEMP_PREFIX, atomic_write, crash_point, make_private_folders, replace
+from pipelines.storage import TEMP_PREFIX, atomic_write_all, crash_point, make_private_folders, replace
 
 T = TypeVar("T")
 
@@ -203,15 +203,23 @@ class ExchangeClient:
 
     def write(self, path: str, data: bytes) -> None:
         """Atomically: a reader sees the old file or the new one, never part of it (operations.md)."""
-        real = self._real(self._file(path))
+        self.write_all({path: data})
+
+    def write_all(self, files: dict[str, bytes]) -> None:
+        """`write` of several files with one round of fsyncs (pipelines.storage.atomic_write_all):
+        only for files that may appear in any order among themselves (the data files of a group
+        sent together; their triggers after them, by a second call)."""
+        if not files:
+            return
+        real = [(self._real(self._file(path)), data) for path, data in files.items()]
 
         def write(fs: fsspec.AbstractFileSystem) -> None:
             # A write cut off with its connection (or its server) could not remove its temporary
             # file: the retry, or the next run, removes it first, so no orphan stays in OUT/.
-            _remove_temporaries_of(fs, real)
-            atomic_write(fs, real, data)
+            _remove_temporaries_of(fs, [path for path, _ in real])
+            atomic_write_all(fs, real)
 
-        self._run(f"write {path}", write)
+        self._run(f"write {', '.join(files)}", write)
 
     def rename(self, src: str, dst: str) -> None:
         """Rename, replacing `dst` when it exists (POSIX semantics on both file systems)."""
@@ -392,11 +400,20 @@ def _folder_of(what: str) -> str:
     return "IN/ and OUT"
 
 
-def _remove_temporaries_of(fs: fsspec.AbstractFileSystem, path: str) -> None:
-    """Remove the temporary files an interrupted `atomic_write` of `path` left next to it (their
-    names are pipelines.storage.temp_name_for's: the prefix, 32 hex digits, a hint of the name)."""
-    folder, name = posixpath.split(path)
-    hint = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}-" + re.escape(name[:48]))
+def _remove_temporaries_of(fs: fsspec.AbstractFileSystem, paths: list[str]) -> None:
+    """Remove the temporary files interrupted `atomic_write`s of `paths` left next to them (their
+    names are pipelines.storage.temp_name_for's: the prefix, 32 hex digits, a hint of the name);
+    each folder is listed once."""
+    by_folder: dict[str, list[str]] = {}
+    for path in paths:
+        folder, name = posixpath.split(path)
+        by_folder.setdefault(folder, []).append(name)
+    for folder, names in by_folder.items():
+        _remove_temporaries_in(fs, folder, names)
+
+
+def _remove_temporaries_in(fs: fsspec.AbstractFileSystem, folder: str, names: list[str]) -> None:
+    hint = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}-(" + "|".join(re.escape(n[:48]) for n in names) + ")")
     # Locally the folder's names straight from the OS: fsspec's listing makes an entry per file,
     # and a period's send lists OUT/ once per file (hundreds of files: a second per period).
     entries = (

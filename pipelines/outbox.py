@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from contracts.envelope import RECEIPT_SUFFIX, EnvelopeError, decode_receipt, encode_trigger, trigger_for
-from pipelines.state import StateStore, sha256_hex, utc_now
+from pipelines.state import StateStore, json_bytes, sha256_hex, utc_now
 
 if TYPE_CHECKING:  # only a type here: reading the state store needs no Dagster (pensionstraek explain)
     from pipelines.exchange import ExchangeClient
@@ -101,74 +101,100 @@ class Sent:
 
 
 class FileBook:
-    """The book of one file sent through the envelope: `sent/<name>/{data,trigger.xml,record.json}`."""
+    """The book of files sent through the envelope: `sent/<name>/{data,trigger.xml,record.json}`
+    per file. Several files are booked together: their data and triggers with one round of
+    fsyncs, their records (the intents) with the next, and the answers a group at a time."""
 
-    group_size = 1
+    group_size = 16
 
-    def __init__(self, state: StateStore, *, name: str, sender: str, recipients: Sequence[str], kind: str):
-        self.state, self.name, self.sender, self.recipients, self.kind = state, name, sender, list(recipients), kind
-        self.folder = f"sent/{name}"
-        self._fresh: set[str] = set()  # intents this book recorded itself (nothing can have gone out)
+    def __init__(self, state: StateStore, *, sender: str, kind: str):
+        self.state, self.sender, self.kind = state, sender, kind
+        self._items: dict[str, Outgoing] = {}  # what this book was asked to send, by name
+        self._records: dict[str, dict] = {}  # their records as last read or written
+        self._fresh: dict[str, bytes] = {}  # intents this book recorded itself (nothing can have gone out): their triggers
 
     def intend(self, items: Sequence[Outgoing]) -> None:
+        files, records = {}, {}
         for item in items:
             record = self.state.sent_record(item.key)
-            if record is not None and record["sha256"] != sha256_hex(item.data):
+            sha = item.meta["sha256"]  # of item.data, as send_files computed it
+            if record is not None and record["sha256"] != sha:
                 raise RuntimeError(f"{item.key} er sendt før med andet indhold; en ny fil skal have et nyt navn")
+            self._items[item.key] = item
             if record is None:
-                trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, self.recipients))
-                # The record last, once the two it names are on disk (`undelivered` reads them).
-                self.state.write_all({f"{self.folder}/data": item.data, f"{self.folder}/trigger.xml": trigger})
-                self.state.write_json(
-                    f"{self.folder}/record.json",
-                    {
-                        "name": item.key,
-                        "kind": self.kind,
-                        "sha256": sha256_hex(item.data),
-                        "size": len(item.data),
-                        "sender": self.sender,
-                        "recipients": self.recipients,
-                        "status": "sending",
-                        "prepared_at": utc_now().isoformat(),
-                    },
-                )
-                self._fresh.add(item.key)
+                recipients = list(item.meta["recipients"])
+                trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, recipients))
+                files[f"sent/{item.key}/data"] = item.data
+                files[f"sent/{item.key}/trigger.xml"] = trigger
+                record = {
+                    "name": item.key,
+                    "kind": self.kind,
+                    "sha256": sha,
+                    "size": len(item.data),
+                    "sender": self.sender,
+                    "recipients": recipients,
+                    "status": "sending",
+                    "prepared_at": utc_now().isoformat(),
+                }
+                records[f"sent/{item.key}/record.json"] = json_bytes(record)
+                self._fresh[item.key] = trigger
+            self._records[item.key] = record
+        # The records last, once the files they name are on disk (`undelivered` reads them).
+        self.state.write_all(files)
+        self.state.write_all(records)
 
     def undelivered(self) -> list[Outgoing]:
-        record = self.state.sent_record(self.name)
-        if record is None or record["status"] != "sending":
-            return []
         return [
             Outgoing(
-                key=self.name,
-                data=self.state.read(f"{self.folder}/data"),
-                resumed=self.name not in self._fresh,
-                meta={"trigger": self.state.read(f"{self.folder}/trigger.xml")},
+                key=name,
+                # The same bytes as sent/<name>/data (intend compared their SHA-256).
+                data=item.data,
+                resumed=name not in self._fresh,
+                meta={"trigger": self._fresh.get(name) or self.state.read(f"sent/{name}/trigger.xml")},
             )
+            for name, item in self._items.items()
+            if self._records[name]["status"] == "sending"
         ]
 
     def record(self, answers: Sequence[Answer]) -> None:
+        records = {}
         for answer in answers:
-            record = self.state.sent_record(answer.key)
-            self.state.write_json(f"sent/{answer.key}/record.json", {**record, "status": "sent", "sent_at": utc_now().isoformat()})
+            # Read again: only this run sends the file, but a receipt may have been recorded since.
+            record = {**self.state.sent_record(answer.key), "status": "sent", "sent_at": utc_now().isoformat()}
+            self._records[answer.key] = record
+            records[f"sent/{answer.key}/record.json"] = json_bytes(record)
+        self.state.write_all(records)
 
 
 class SftpTransport:
-    """Puts a file in OUT/ with its trigger; a resumed send first asks OUT/ and IN/ whether the
-    platform already has it."""
+    """Puts files in OUT/ with their triggers, the data files of the items together and then their
+    triggers; a resumed send first asks OUT/ and IN/ whether the platform already has it."""
 
     def __init__(self, client: ExchangeClient, state: StateStore):
         self.client, self.state = client, state
 
     def send(self, items: Sequence[Outgoing]) -> Iterable[Answer]:
+        data, triggers = {}, {}
         for item in items:
-            trigger = item.meta["trigger"]
-            if not item.resumed:
-                _put(self.client, item.key, item.data, trigger)
-            elif not _platform_has(self.client, self.state, item.key):
-                # A run died after recording the intent: OUT/ and IN/ say whether the platform has it.
-                _put(self.client, item.key, item.data, trigger, data_written=self.client.exists(f"OUT/{item.key}"))
+            if item.resumed and _platform_has(self.client, self.state, item.key):
+                continue
+            # A run died after recording the intent: OUT/ says whether the data got there.
+            if not (item.resumed and self.client.exists(f"OUT/{item.key}")):
+                data[f"OUT/{item.key}"] = item.data
+            triggers[f"OUT/{item.key}.trigger"] = item.meta["trigger"]
+        # Each trigger after its file (exchange.md "Writing"): the platform takes a file when its
+        # trigger appears.
+        self.client.write_all(data)
+        self.client.write_all(triggers)
+        for item in items:
             yield Answer(key=item.key, final=True, outcome="sent")
+
+
+@dataclass(frozen=True)
+class FileToSend:
+    name: str
+    data: bytes
+    recipients: tuple[str, ...]
 
 
 def send(
@@ -182,18 +208,23 @@ def send(
     kind: str,
 ) -> Sent:
     """Put `data` in OUT/<name> with its trigger, once. `kind` (e.g. SF6111) goes in the record."""
-    book = FileBook(state, name=name, sender=sender, recipients=recipients, kind=kind)
-    record = state.sent_record(name)
-    if record is not None and record["sha256"] == sha256_hex(data) and record["status"] != "sending":
-        return Sent(name=name, newly_sent=False)
-    deliver(book, SftpTransport(client, state), [Outgoing(key=name, data=data)])
-    return Sent(name=name, newly_sent=True)
+    (sent,) = send_files(client, state, [FileToSend(name, data, tuple(recipients))], sender=sender, kind=kind)
+    return sent
 
 
-def _put(client: ExchangeClient, name: str, data: bytes, trigger: bytes, data_written: bool = False) -> None:
-    if not data_written:
-        client.write(f"OUT/{name}", data)
-    client.write(f"OUT/{name}.trigger", trigger)
+def send_files(client: ExchangeClient, state: StateStore, files: Sequence[FileToSend], *, sender: str, kind: str) -> list[Sent]:
+    """`send` of several files, booked together (FileBook); in the order given."""
+    results, items = [], []
+    for file in files:
+        record, sha = state.sent_record(file.name), sha256_hex(file.data)
+        if record is not None and record["sha256"] == sha and record["status"] != "sending":
+            results.append(Sent(name=file.name, newly_sent=False))
+            continue
+        items.append(Outgoing(key=file.name, data=file.data, meta={"recipients": file.recipients, "sha256": sha}))
+        results.append(Sent(name=file.name, newly_sent=True))
+    if items:
+        deliver(FileBook(state, sender=sender, kind=kind), SftpTransport(client, state), items)
+    return results
 
 
 def _platform_has(client: ExchangeClient, state: StateStore, name: str) -> bool:

@@ -119,7 +119,7 @@ class StateStore:
         return sorted(n for n in names if not n.startswith(TEMP_PREFIX))
 
     def write_json(self, relative: str, value: object) -> None:
-        self.write(relative, json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True).encode())
+        self.write(relative, json_bytes(value))
 
     def read_json(self, relative: str) -> dict:
         return json.loads(self.read(relative))
@@ -339,6 +339,11 @@ def _parquet(frame: pl.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.write_parquet(buffer)
     return buffer.getvalue()
+
+
+def json_bytes(value: object) -> bytes:
+    """A JSON file of the state store as write_json writes it (for write_all of several)."""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True).encode()
 
 
 def sha256_hex(data: bytes) -> str:

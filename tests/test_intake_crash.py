@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The subprocess: run_intake with the real local exchange, state store and register, with one real
 # function wrapped to SIGKILL the process at the `nth` call that matches the chosen point.
 CRASHING_INTAKE = r"""
-import os, signal, sys
+import json, os, signal, sys
 from pipelines import intake, outbox
 from pipelines.config import default_partners
 from pipelines.exchange import ExchangeClient, LocalExchangeClient
@@ -78,11 +78,14 @@ points = {
     # decided, nothing sent
     "decided": (StateStore, "commit_decision", None, lambda *a: True),
     # OUT/<kvittering> written, no trigger
-    "out_data": (ExchangeClient, "write", None, lambda p, d: p.startswith("OUT/") and not p.endswith(".trigger")),
+    # (the outbox writes a group of files with write_all: data files, then their triggers)
+    "out_data": (ExchangeClient, "write_all", None, lambda files: any(p.startswith("OUT/") and not p.endswith(".trigger") for p in files)),
     # the trigger is in OUT/, the send not recorded as done
-    "trigger": (ExchangeClient, "write", None, lambda p, d: p.endswith(".trigger")),
+    "trigger": (ExchangeClient, "write_all", None, lambda files: any(p.endswith(".trigger") for p in files)),
     # the send recorded as done, the delivery still in IN/
-    "sent": (StateStore, "write_json", None, lambda r, v: r.startswith("sent/") and v.get("status") == "sent"),
+    "sent": (StateStore, "write_all", None, lambda files, **kw: any(
+        r.startswith("sent/") and r.endswith("/record.json") and json.loads(d).get("status") == "sent" for r, d in files.items()
+    )),
     # the pair half removed from IN/
     "half_removed": (ExchangeClient, "remove", None, lambda p: p.endswith(".metadata") or p.startswith("IN/SF6110_")),
 }

@@ -7,6 +7,7 @@ or the store raises there, as a process that died at that instant would leave th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -33,19 +34,21 @@ class CrashingClient(LocalExchangeClient):
         super().__init__(root)
         self.at = at
 
-    def write(self, path: str, data: bytes) -> None:
-        if path.endswith(self.at):
-            raise Crash(f"died before writing {path}")
-        super().write(path, data)
+    def write_all(self, files: dict[str, bytes]) -> None:  # write() is write_all of one file
+        for path in files:
+            if path.endswith(self.at):
+                raise Crash(f"died before writing {path}")
+        super().write_all(files)
 
 
 class CrashingStore(StateStore):
     """The state store, dying when a send is about to be recorded as done."""
 
-    def write_json(self, relative: str, value: object) -> None:
-        if relative.endswith("record.json") and isinstance(value, dict) and value.get("status") == "sent":
+    def write_all(self, files: dict[str, bytes], **kwargs) -> None:
+        # Records are written with write_all (a group of files' answers at a time).
+        if any(relative.endswith("record.json") and json.loads(data).get("status") == "sent" for relative, data in files.items()):
             raise Crash("died before recording the send as done")
-        super().write_json(relative, value)
+        super().write_all(files, **kwargs)
 
 
 class Tree:
