@@ -9,6 +9,7 @@ import time
 import polars as pl
 import pytest
 
+from contracts import sf6110
 from contracts.sf6110 import (
     INSTRUCTION_SCHEMA,
     NS,
@@ -146,6 +147,39 @@ def test_values_are_read_exactly_as_written():
 def test_comments_and_processing_instructions_are_not_content():
     body = OPRET.replace("<CPR>0101401234</CPR>", "<CPR>010140<!-- midt i -->1234<?pi x?></CPR><!-- efter -->")
     assert instructions(request(body))["cpr"].to_list() == ["0101401234"]
+
+
+# Leaves of blanks and values with blanks at their ends, each beside entities, non-ASCII text and
+# runs longer than libxml2's buffer of 300 characters: kept when the tree leaves out the layout.
+BLANK_VALUES = ("", " ", "\n\t ", " " * 700, " a ", "æ" * 400 + " " * 400, " " * 400 + "æ", "&amp; ", " &#32; ", "x&lt;  ")
+
+
+@pytest.mark.parametrize("value", BLANK_VALUES)
+@pytest.mark.parametrize("layout", ["", "\n      "])
+def test_leaving_out_the_layout_keeps_every_blank_of_a_value(value, layout, monkeypatch):
+    leaves = "".join(
+        f"{layout}<{tag}>{value}</{tag}>" for tag in ("AnmodningId", "CPR", "Handling", "FraPeriode", "Reference")
+    )
+    post = f"{layout}<Post>{layout}<Tekst>{value}</Tekst>{layout}<Beloeb>{value}</Beloeb>{layout}</Post>"
+    body = f"  <TraekAnmodning>{leaves.replace('<Reference>', f'<Specifikation>{post}{layout}</Specifikation><Reference>')}{layout}</TraekAnmodning>\n"
+    data = request(body, kommunekode=value)
+    assert sf6110._blanks_are_layout(data)
+    left_out = decode_request_file(data)
+    monkeypatch.setattr(sf6110, "_blanks_are_layout", lambda _: False)
+    kept = decode_request_file(data)
+    assert isinstance(kept, RequestFile) and kept.instructions.height == 1
+    assert left_out.kommunekode == kept.kommunekode and left_out.instructions.equals(kept.instructions)
+
+
+@pytest.mark.parametrize(
+    ("part", "cpr"),
+    [("<!-- c -->", "  0101401234"), ("<![CDATA[ ]]>", "   0101401234"), ("<?pi x?>", "  0101401234"), ("\r", " \n 0101401234")],
+)
+def test_layout_is_kept_in_a_file_with_comments_cdata_pis_or_carriage_returns(part, cpr):
+    # libxml2 would drop the blank before them inside a value: such a file keeps all its blanks.
+    data = request(OPRET.replace("<CPR>0101401234</CPR>", f"<CPR> {part} 0101401234</CPR>"))
+    assert not sf6110._blanks_are_layout(data)
+    assert instructions(data)["cpr"].to_list() == [cpr]
 
 
 def test_empty_file_decodes_to_an_empty_frame():
