@@ -69,7 +69,7 @@ def test_the_first_command_makes_dot_venv_installs_and_runs_the_demo():
     # 3. Runs the demo through the console command the project installs.
     assert demo == [".venv/bin/pensionstraek", "demo"], demo
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts.get("pensionstraek") == "pipelines.cli:main"
+    assert scripts.get("pensionstraek") == "pipelines.cli:command"
 
 
 def test_the_second_command_runs_the_tests():
