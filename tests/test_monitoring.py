@@ -246,6 +246,8 @@ def test_kill_9_of_an_intake_command_then_the_next_one_marks_it_failed_and_compl
     finally:
         command.kill()  # SIGKILL: no clean-up of any kind
         command.wait(timeout=10)
+        # What the killed command leaves in its group (Dagster's compute-log `tail -F` lives on).
+        stop_process(command, group=True, timeout=10)
     assert [r.status for r in intake_runs(home)] == [dg.DagsterRunStatus.STARTED]  # as Dagster leaves it
 
     unblock(pipe, data)
