@@ -33,7 +33,7 @@ class Version:
     loebenummer: int
     name: str
     changed: bool  # True when this run made a new version (new content)
-    sha256: str | None = None  # of the version's file, when make_version knows it
+    sha256: str | None = None  # of the version's file, when make_versions knows it
 
 
 def _versions_path(integration: str, periode: str, kommunekode: str) -> str:
@@ -56,25 +56,12 @@ def send_started(state: StateStore, name: str) -> bool:
 FileOf = tuple[str, Callable[[int], bytes], Callable[[int], str]]
 
 
-def make_version(
-    state: StateStore,
-    *,
-    integration: str,
-    periode: str,
-    kommunekode: str,
-    encode: Callable[[int], bytes],
-    filnavn: Callable[[int], str],
-) -> Version:
-    """The file of (integration, periode, kommunekode) for the current content: the last version
-    when its content is unchanged, otherwise a new one with the next Loebenummer."""
-    (made,) = make_versions(state, integration=integration, periode=periode, files=[(kommunekode, encode, filnavn)])
-    return made
-
-
 def make_versions(state: StateStore, *, integration: str, periode: str, files: Sequence[FileOf]) -> list[Version]:
-    """make_version of several municipalities' files with one round of fsyncs for the files and
-    one for the version lists after them (a list never names a file not yet on disk; each
-    municipality's list is its own file, so their order among themselves does not matter)."""
+    """The file of (integration, periode, kommunekode) for the current content, for each of several
+    municipalities: the last version when its content is unchanged, otherwise a new one with the
+    next Loebenummer. One round of fsyncs for the files and one for the version lists after them
+    (a list never names a file not yet on disk; each municipality's list is its own file, so
+    their order among themselves does not matter)."""
     made, outgoing, lists = [], {}, {}
     for kommunekode, encode, filnavn in files:
         version, data, history = _next_version(state, integration, periode, kommunekode, encode, filnavn)

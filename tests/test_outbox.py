@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from contracts.envelope import decode_receipt, encode_trigger, trigger_for
-from pipelines.deliveries import make_version, send_versions, versions
+from pipelines.deliveries import make_versions, send_versions, versions
 from pipelines.emulator import route
 from pipelines.exchange import ExchangeClient, ExchangeResource, LocalExchangeClient
 from pipelines.outbox import record_receipts, send
@@ -286,7 +286,8 @@ def filnavn(loebenummer: int) -> str:
 
 
 def version(state: StateStore, content: str):
-    return make_version(state, integration="sf6111", periode="2026-12", kommunekode="0101", encode=file_of(content), filnavn=filnavn)
+    (made,) = make_versions(state, integration="sf6111", periode="2026-12", files=[("0101", file_of(content), filnavn)])
+    return made
 
 
 def send_it(tree: Tree, v) -> list[str]:
