@@ -24,9 +24,9 @@ from __future__ import annotations
 import atexit
 import threading
 import weakref
-from pathlib import Path
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 from alembic.config import Config as AlembicConfig

@@ -66,6 +66,8 @@ class StateStore:
         check_local_or_url(STATE_URL, url)
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = root.rstrip("/") or "/"
+        # A local store is listed, walked and locked through the OS itself (see each use).
+        self.local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
         try:
             makedirs(self.fs, self.root)
         except OSError as exc:
@@ -108,7 +110,7 @@ class StateStore:
 
     def listdir(self, relative: str) -> list[str]:
         folder = self.path(relative)
-        if isinstance(self.fs, fsspec.implementations.local.LocalFileSystem) and os.path.isdir(folder):
+        if self.local and os.path.isdir(folder):
             # The OS's names as they are: fsspec normalises a path per entry (intake/ holds two
             # files a delivery ever received, and an empty intake lists it five times: issue 11).
             names = os.listdir(folder)
@@ -145,7 +147,7 @@ class StateStore:
         """(path, mtime) of every temporary file in the store. A local store is walked by the OS,
         which names the entries without a stat of each: fsspec's `find` stats every file of the
         history (0.6 s of CPU for the 50,000 files of two years, in every intake: issue 11)."""
-        if not isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+        if not self.local:
             for path, info in self.fs.find(self.root, detail=True).items():
                 if posixpath.basename(path).startswith(TEMP_PREFIX) and info.get("type") == "file":
                     yield path, _mtime(info)
@@ -197,10 +199,9 @@ class StateStore:
     def ledger_rows(self) -> int:
         """`ledger().height`, from the files' parquet footers: the history is not decoded (an
         empty intake reported its ledger's size by loading all of it: issue 11, the fixed cost)."""
-        local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
         rows = 0
         for relative in self._ledger_files():
-            source = self.path(relative) if local else io.BytesIO(self.read(relative))
+            source = self.path(relative) if self.local else io.BytesIO(self.read(relative))
             rows += pl.scan_parquet(source).select(pl.len()).collect().item()
         return rows
 
@@ -294,7 +295,7 @@ class StateStore:
         judge a file. Local state: an flock, released by the OS if the process dies. Re-entrant
         in the thread that holds it, so that a command may hold it around the run it makes
         (a second intake is then refused before any run exists)."""
-        if not isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
+        if not self.local:
             yield  # remote state: the deployment runs one run of a kind at a time (docs)
             return
         folder = Path(self.path("locks"))
