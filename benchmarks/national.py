@@ -604,6 +604,17 @@ def run_in_process(job: str, **kwargs) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
+def compile_bytecode() -> None:
+    """The project's modules compiled to bytecode, as an installed package has them (pip compiles
+    every module it installs; an editable install writes them at the first import). Without it, a
+    machine with PYTHONDONTWRITEBYTECODE set would compile the 70 modules from source in every
+    command measured (~0.4 s of each one's fixed cost)."""
+    import compileall
+
+    for package in ("pipelines", "assets", "contracts"):
+        compileall.compile_dir(ROOT / package, quiet=1)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -628,6 +639,7 @@ def main() -> int:
     persons = max(300, round(NATIONAL_PERSONS * args.scale))
     instructions = max(30, round(NATIONAL_INSTRUCTIONS * args.scale))
 
+    compile_bytecode()
     from pipelines.calendar import TZ, first_open_period
 
     periode = first_open_period(dt.datetime.now(TZ))

@@ -31,7 +31,7 @@ from pathlib import Path
 import dagster as dg
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sql import create_engine
@@ -100,6 +100,22 @@ class _EventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn:
                 with conn.begin():
                     yield conn
+
+    def has_table(self, table_name: str) -> bool:
+        # Dagster asks whether the index has a table (asset_event_tags, dynamic_partitions,
+        # asset_check_executions, ...) before most statements that use one, each time through a
+        # new engine: ~80 times in a national settlement. A table a migration made is not dropped
+        # while a command runs, so one found is remembered; one missing is asked again.
+        # Not through `index_connection`: Dagster asks while it holds that (`_db_lock`).
+        found = self.__dict__.setdefault("_pensionstraek_tables", set())
+        if table_name not in found:
+            engine = _engine(
+                self, self.conn_string_for_shard(INDEX_SHARD_NAME), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
+            )
+            with engine.connect() as conn:
+                if engine.dialect.has_table(conn, table_name):
+                    found.add(table_name)
+        return table_name in found
 
 
 _FASTER = {SqliteRunStorage: _RunStorage, SqliteScheduleStorage: _ScheduleStorage, SqliteEventLogStorage: _EventLogStorage}

@@ -13,6 +13,9 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[test]'
+# The project's bytecode, as an installed package has it (the suite starts many commands; with
+# PYTHONDONTWRITEBYTECODE set, each would compile every module from source again).
+.venv/bin/python -m compileall -q pipelines assets contracts
 
 missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)

@@ -1,0 +1,39 @@
+"""The command's SQLite instance (pipelines/sqlite_instance.py, issue 11 "fixed cost"): the same
+tables and answers as Dagster's own SQLite storages, through engines kept for the command."""
+
+from __future__ import annotations
+
+import threading
+
+import sqlalchemy as sa
+
+from pipelines import runner
+from pipelines.sqlite_instance import _EventLogStorage
+
+
+def test_the_index_tables_are_found_and_a_table_made_later_is_found_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    storage = runner.instance().event_log_storage
+    assert isinstance(storage, _EventLogStorage)
+    assert storage.has_table("dynamic_partitions") and storage.has_table("asset_check_executions")
+    # A missing table is not remembered as missing: made by another process (a migration), it is
+    # found at the next question.
+    assert not storage.has_table("pensionstraek_later")
+    engine = sa.create_engine(storage.conn_string_for_shard("index"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE pensionstraek_later (x INTEGER)"))
+    engine.dispose()
+    assert storage.has_table("pensionstraek_later")
+
+
+def test_asking_for_a_table_while_dagster_holds_the_index_connection_does_not_wait(tmp_path, monkeypatch):
+    # Dagster asks has_table inside its own index transaction (asset event tags): the answer must
+    # not need the storage's lock that transaction holds.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    storage = runner.instance().event_log_storage
+    answers: list[bool] = []
+    with storage.index_transaction():
+        asking = threading.Thread(target=lambda: answers.append(storage.has_table("asset_event_tags")), daemon=True)
+        asking.start()
+        asking.join(timeout=30)
+    assert answers == [True]
