@@ -162,6 +162,9 @@ def _decode(data: bytes, schema: pl.Schema, columns: tuple[str, ...] | None, pat
     footer, and a column whose type differs from the contract's (whose values may not fit, say a
     Decimal(9,2) in Decimal(5,2)) is decoded too. Issue 11: intake judges on 5 of the 19 columns
     of 1.5 million cases: decoding them all took 0.23 s of CPU in every intake, these 0.09 s."""
+    unknown = sorted(set(columns or ()) - set(schema))
+    if unknown:
+        raise ValueError(f"the register contract has no column(s) {', '.join(unknown)} (register.md)")
     try:
         if columns is None:
             return conform(pl.read_parquet(io.BytesIO(data)), schema, f"{path} ({where})")

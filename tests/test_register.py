@@ -294,6 +294,8 @@ def test_columns_read_alone_are_those_of_the_whole_file(tmp_path):
     assert chosen.equals(register.read("pensionssager", PERIODE).select("cpr", "doedsdato"))
     periode, frame = register.newest_pensionssager(CASE_COLUMNS)
     assert periode == PERIODE and frame.columns == list(CASE_COLUMNS)
+    with pytest.raises(ValueError, match="no column.*kpr"):
+        register.read("pensionssager", PERIODE, ("cpr", "kpr"))
 
 
 @pytest.mark.parametrize(
