@@ -12,6 +12,7 @@ from collections import Counter
 import dagster as dg
 import polars as pl
 
+from assets.sf6110_rules import CASE_COLUMNS
 from contracts.codes import kommuner
 from pipelines.exchange import ExchangeResource
 from pipelines.intake import (
@@ -94,7 +95,8 @@ def traekanmodninger(
             client,
             store,
             partners.partners(),
-            register.newest_pensionssager,
+            # Only the columns the rules read (pipelines/register.py `_decode`).
+            lambda: register.newest_pensionssager(columns=CASE_COLUMNS),
             keep=state.keep_deliveries,
             run_id=context.run_id,
             max_bytes=state.max_sf6110_bytes,

@@ -51,7 +51,7 @@ class RegisterFile:
     periode: str
     path: str  # as the file system names it
     sha256: str  # of the file's bytes, for the audit trail
-    frame: pl.DataFrame  # with exactly the contract's columns and dtypes
+    frame: pl.DataFrame  # with exactly the contract's columns (or those asked for) and dtypes
 
 
 class RegisterResource(dg.ConfigurableResource):
@@ -72,8 +72,10 @@ class RegisterResource(dg.ConfigurableResource):
         parse_periode(periode)
         return posixpath.join(self._fs()[1], table, f"{periode}.parquet")
 
-    def load(self, table: str, periode: str) -> RegisterFile:
-        """The file of `table` for P, read and held to the contract's column types."""
+    def load(self, table: str, periode: str, columns: tuple[str, ...] | None = None) -> RegisterFile:
+        """The file of `table` for P, read and held to the contract's column types. `columns`:
+        only these of the contract's columns are decoded; the file is refused exactly as when
+        all are (the others' types are judged from its footer, see `_decode`)."""
         fs, _ = self._fs()
         path = self.path(table, periode)
         where = f"{REGISTER_URL}={self.url!r}"
@@ -86,7 +88,8 @@ class RegisterResource(dg.ConfigurableResource):
                 f"registeret har ingen {table} for {periode} ({path} findes ikke): "
                 f"tjek {REGISTER_URL} eller bed UDK Pension om filen"
             )
-        key = _local_identity(fs, path)
+        identity = _local_identity(fs, path)
+        key = None if identity is None else (*identity, columns)
         if key is not None:
             with _loaded_lock:
                 if key in _loaded:
@@ -97,30 +100,23 @@ class RegisterResource(dg.ConfigurableResource):
                 data = f.read()
         except Exception as exc:
             raise RegisterError(f"{path} cannot be read ({where}): {_reason(exc)}") from exc
-        try:
-            frame = pl.read_parquet(io.BytesIO(data))
-        except Exception as exc:
-            raise RegisterError(
-                f"{path} is not a readable Parquet file ({where}): {_reason(exc)}; "
-                "ask UDK Pension to deliver it again"
-            ) from exc
         loaded = RegisterFile(
             table=table,
             periode=periode,
             path=path,
             sha256=hashlib.sha256(data).hexdigest(),
-            frame=conform(frame, SCHEMAS[table], f"{path} ({where})"),
+            frame=_decode(data, SCHEMAS[table], columns, path, where),
         )
         # The identity taken before the read: a file replaced meanwhile is read again next time.
-        if key is not None and key == _local_identity(fs, path):
+        if key is not None and identity == _local_identity(fs, path):
             with _loaded_lock:
                 _loaded[key] = loaded
                 while len(_loaded) > _CACHE_FILES:
                     _loaded.popitem(last=False)
         return loaded
 
-    def read(self, table: str, periode: str) -> pl.DataFrame:
-        return self.load(table, periode).frame
+    def read(self, table: str, periode: str, columns: tuple[str, ...] | None = None) -> pl.DataFrame:
+        return self.load(table, periode, columns).frame
 
     def periods(self, table: str) -> list[str]:
         """The periods for which `table` has a file, oldest first."""
@@ -133,15 +129,16 @@ class RegisterResource(dg.ConfigurableResource):
             raise RegisterError(f"{folder} cannot be listed ({REGISTER_URL}={self.url!r}): {_reason(exc)}") from exc
         return sorted(m.group(1) for m in map(_FILE.fullmatch, names) if m)
 
-    def newest_pensionssager(self) -> tuple[str, pl.DataFrame]:
-        """sf6110.md: intake judges U03–U05 on the newest snapshot in the register."""
+    def newest_pensionssager(self, columns: tuple[str, ...] | None = None) -> tuple[str, pl.DataFrame]:
+        """sf6110.md: intake judges U03–U05 on the newest snapshot in the register (`columns`: see
+        `load`)."""
         periods = self.periods("pensionssager")
         if not periods:
             raise RegisterError(
                 f"no pensionssager snapshot in {self.url}: set {REGISTER_URL} to the register "
                 "(…/pensionssager/YYYY-MM.parquet) or generate one with `pensionstraek generate`"
             )
-        return periods[-1], self.read("pensionssager", periods[-1])
+        return periods[-1], self.read("pensionssager", periods[-1], columns)
 
 
 def _local_identity(fs: fsspec.AbstractFileSystem, path: str) -> tuple | None:
@@ -159,24 +156,54 @@ def _local_identity(fs: fsspec.AbstractFileSystem, path: str) -> tuple | None:
     return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, hashlib.sha256(tail).digest())
 
 
+def _decode(data: bytes, schema: pl.Schema, columns: tuple[str, ...] | None, path: str, where: str) -> pl.DataFrame:
+    """The Parquet file `data` held to `schema` (`conform`), all of it or only `columns`. Without
+    the others, the file is refused as with them: their names and types are judged from the
+    footer, and a column whose type differs from the contract's (whose values may not fit, say a
+    Decimal(9,2) in Decimal(5,2)) is decoded too. Issue 11: intake judges on 5 of the 19 columns
+    of 1.5 million cases: decoding them all took 0.23 s of CPU in every intake, these 0.09 s."""
+    unknown = sorted(set(columns or ()) - set(schema))
+    if unknown:
+        raise ValueError(f"the register contract has no column(s) {', '.join(unknown)} (register.md)")
+    try:
+        if columns is None:
+            return conform(pl.read_parquet(io.BytesIO(data)), schema, f"{path} ({where})")
+        stored = pl.read_parquet_schema(io.BytesIO(data))
+        _check_types(stored, schema, f"{path} ({where})")
+        decoded = [name for name in schema if name in columns or stored[name] != schema[name]]
+        frame = pl.read_parquet(io.BytesIO(data), columns=decoded)
+    except RegisterError:
+        raise
+    except Exception as exc:
+        raise RegisterError(
+            f"{path} is not a readable Parquet file ({where}): {_reason(exc)}; "
+            "ask UDK Pension to deliver it again"
+        ) from exc
+    return conform(frame, pl.Schema({name: schema[name] for name in decoded}), f"{path} ({where})").select(
+        name for name in schema if name in columns
+    )
+
+
 def conform(frame: pl.DataFrame, schema: pl.Schema, where: str) -> pl.DataFrame:
     """The contract's columns in its order and dtypes. Only widenings that cannot change a value
     are made (Int32 -> Int64, Categorical -> String, an all-null column); anything else, such as a
     kommunekode stored as an integer (0101 would become 101), is a RegisterError."""
-    missing = [name for name in schema if name not in frame.columns]
-    if missing:
-        raise RegisterError(f"{where}: missing column(s) {', '.join(missing)} (register.md)")
-    wrong = [
-        f"{name} is {frame.schema[name]}, expected {dtype}"
-        for name, dtype in schema.items()
-        if not _lossless(frame.schema[name], dtype)
-    ]
-    if wrong:
-        raise RegisterError(f"{where}: wrong column type(s): {'; '.join(wrong)} (register.md)")
+    _check_types(frame.schema, schema, where)
     try:
         return frame.select([pl.col(name).cast(dtype, strict=True) for name, dtype in schema.items()])
     except pl.exceptions.PolarsError as exc:  # e.g. a Decimal(9,2) value that does not fit (5,2)
         raise RegisterError(f"{where}: values do not fit the column types: {_reason(exc)}") from exc
+
+
+def _check_types(actual: pl.Schema, schema: pl.Schema, where: str) -> None:
+    missing = [name for name in schema if name not in actual]
+    if missing:
+        raise RegisterError(f"{where}: missing column(s) {', '.join(missing)} (register.md)")
+    wrong = [
+        f"{name} is {actual[name]}, expected {dtype}" for name, dtype in schema.items() if not _lossless(actual[name], dtype)
+    ]
+    if wrong:
+        raise RegisterError(f"{where}: wrong column type(s): {'; '.join(wrong)} (register.md)")
 
 
 def _lossless(actual: pl.DataType, expected: pl.DataType) -> bool:

@@ -191,10 +191,20 @@ class StateStore:
     def ledger(self) -> pl.DataFrame:
         """Every registered instruction of every committed file (settlement.md's input), in no
         particular order (the rules sort)."""
-        frames = [self.read_frame(relative) for relative in self._ledger_files()]
-        if not frames:
+        return self._read_ledger(self._ledger_files())
+
+    def _read_ledger(self, relatives: list[str]) -> pl.DataFrame:
+        """The ledger files `relatives` as one frame, in their order. A local store's in one read:
+        polars reads the files side by side, for half the CPU of a read each (issue 11: compacting
+        reads a run's 98 files)."""
+        if not relatives:
             return empty_ledger()
-        return pl.concat(frames, how="vertical").cast(LEDGER_SCHEMA)
+        if self.local:
+            paths = [self.path(relative) for relative in relatives]
+            frame = pl.read_parquet(paths, glob=False, hive_partitioning=False)  # the names as they are
+        else:
+            frame = pl.concat([self.read_frame(relative) for relative in relatives], how="vertical")
+        return frame.cast(LEDGER_SCHEMA)
 
     def ledger_rows(self) -> int:
         """`ledger().height`, from the files' parquet footers: the history is not decoded (an
@@ -240,7 +250,7 @@ class StateStore:
         segments = list(index["segments"])
         if len(loose) >= loose_limit:
             have = set(self.listdir("ledger"))
-            ledger = [self.read_frame(f"ledger/{uuid}.parquet") for uuid in loose if f"{uuid}.parquet" in have]
+            ledger = self._read_ledger([f"ledger/{uuid}.parquet" for uuid in loose if f"{uuid}.parquet" in have])
             decisions = [self.read_json(f"intake/{uuid}.json") for uuid in loose]
             segments.append(self._write_segment(index, loose, decisions, ledger))
         superseded = []
@@ -254,7 +264,7 @@ class StateStore:
                 {"segments": segments},
                 [uuid for segment in merging for uuid in segment["uuids"]],
                 [record for segment in merging for record in self._segment_decisions(segment)],
-                [self.read_frame(f"index/{segment['name']}.ledger.parquet") for segment in merging],
+                self._read_ledger([f"index/{segment['name']}.ledger.parquet" for segment in merging]),
             )
             superseded = [segment["name"] for segment in merging]
             segments = [segment for segment in segments if segment["name"] not in superseded] + [merged]
@@ -267,11 +277,10 @@ class StateStore:
                     self.fs.rm(self.path(f"index/{name}{suffix}"))
         return True
 
-    def _write_segment(self, index: dict, uuids: list[str], decisions: list[dict], ledger: list[pl.DataFrame]) -> dict:
+    def _write_segment(self, index: dict, uuids: list[str], decisions: list[dict], ledger: pl.DataFrame) -> dict:
         number = 1 + max((int(segment["name"]) for segment in index["segments"]), default=0)
         name = f"{number:06d}"
-        frame = pl.concat(ledger, how="vertical").cast(LEDGER_SCHEMA) if ledger else empty_ledger()
-        self.write_frame(f"index/{name}.ledger.parquet", frame.select(LEDGER_SCHEMA.names()))
+        self.write_frame(f"index/{name}.ledger.parquet", ledger.select(LEDGER_SCHEMA.names()))
         self.write(f"index/{name}.decisions.json", json.dumps(decisions, ensure_ascii=False, sort_keys=True).encode())
         return {"name": name, "uuids": sorted(uuids)}
 
@@ -338,7 +347,9 @@ _held: dict[str, int] = {}  # lock file → the thread of this process that hold
 
 def _parquet(frame: pl.DataFrame) -> bytes:
     buffer = io.BytesIO()
-    frame.write_parquet(buffer)
+    # zstd's fastest level: 10-15 % less CPU than polars' default level, the files no larger for
+    # the state store's frames (issue 11: an intake writes two per file and a segment).
+    frame.write_parquet(buffer, compression_level=1)
     return buffer.getvalue()
 
 

@@ -206,3 +206,25 @@ def test_period_arithmetic():
     assert periods_between("2026-11", "2027-02") == ["2026-11", "2026-12", "2027-01", "2027-02"]
     assert periods_between("2027-02", "2027-01") == []
     assert periode_of(dt.date(2027, 2, 28)) == "2027-02"
+
+
+def test_denmark_is_the_librarys_own_loaded_without_the_other_countries(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from pipelines.calendar import _denmark
+
+    for year in range(1990, 2101):
+        ours = _denmark()(years=year, categories=("public",))
+        assert dict(ours) == dict(holidays.Denmark(years=year, categories=("public",))), year
+    # A date computed in a fresh process leaves the library's other countries unread.
+    script = (
+        "import sys, datetime as dt; from pipelines.calendar import udbetalingsdato; "
+        "assert udbetalingsdato('2026-12') == dt.date(2026, 12, 30); "
+        "print('holidays.countries' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    # Where the library keeps Denmark elsewhere: its own `holidays.Denmark`.
+    monkeypatch.setattr(holidays, "__file__", str(tmp_path / "__init__.py"))
+    assert _denmark.__wrapped__() is holidays.Denmark

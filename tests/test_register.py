@@ -281,6 +281,40 @@ def test_read_returns_the_contract_dtypes(tmp_path):
     assert frame["bopaelskommune"].to_list() == ["0101"] * 3
 
 
+CASE_COLUMNS = ("cpr", "sagsstatus", "bopaelskommune", "administrationskommune", "doedsdato")
+
+
+def test_columns_read_alone_are_those_of_the_whole_file(tmp_path):
+    write(tmp_path, "pensionssager", PERIODE, sager().with_columns(pl.col("formue_oere").cast(pl.Int32)).select(
+        reversed(PENSIONSSAGER_SCHEMA.names())
+    ))
+    register = RegisterResource(url=str(tmp_path))
+    chosen = register.read("pensionssager", PERIODE, ("doedsdato", "cpr"))
+    assert chosen.columns == ["cpr", "doedsdato"]  # in the contract's order
+    assert chosen.equals(register.read("pensionssager", PERIODE).select("cpr", "doedsdato"))
+    periode, frame = register.newest_pensionssager(CASE_COLUMNS)
+    assert periode == PERIODE and frame.columns == list(CASE_COLUMNS)
+    with pytest.raises(ValueError, match="no column.*kpr"):
+        register.read("pensionssager", PERIODE, ("cpr", "kpr"))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop("formue_oere"), "missing column.*formue_oere"),
+        (lambda f: f.with_columns(pl.col("tillaegsprocent").cast(pl.Float64)), "tillaegsprocent is Float64"),
+        # A type the contract's can hold only for some values: those values are looked at.
+        (lambda f: f.with_columns(pl.lit(Decimal("12345.67")).cast(pl.Decimal(9, 2)).alias("tillaegsprocent")), "do not fit"),
+    ],
+)
+def test_a_file_refused_whole_is_refused_when_only_some_columns_are_read(tmp_path, change, message):
+    write(tmp_path, "pensionssager", PERIODE, change(sager()))
+    register = RegisterResource(url=str(tmp_path))
+    for columns in (None, CASE_COLUMNS):
+        with pytest.raises(RegisterError, match=message):
+            register.read("pensionssager", PERIODE, columns)
+
+
 def test_categorical_and_all_null_columns_are_widened(tmp_path):
     write(tmp_path, "pensionsberegning", PERIODE, beregninger().with_columns(
         pl.col("periode").cast(pl.Categorical), pl.col("brutto_oere").cast(pl.UInt32)

@@ -638,6 +638,29 @@ def test_the_case_index_finds_what_a_scan_of_the_snapshot_finds():
             twice.cases_of(pl.DataFrame({"cpr": known[:1]}))
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        lambda cpr: "+" + cpr[1:],  # the same number as a CPR with a leading 0: the index finds both
+        lambda cpr: cpr[1:],  # nine digits: a number, though no CPR
+        lambda cpr: cpr[:9] + "X",  # no number: no index, a scan
+    ],
+)
+def test_the_case_index_finds_only_the_cprs_asked_however_the_snapshot_spells_them(spelling):
+    from assets.sf6110_rules import CaseIndex, _cases_of
+
+    odd = PENSIONSSAGER.with_columns(cpr=pl.when(pl.col("cpr") == BOB).then(pl.lit(spelling(BOB))).otherwise("cpr"))
+    # Another case whose CPR is the same number: then there is no index either.
+    same_number = PENSIONSSAGER.head(1).with_columns(cpr=pl.lit("0" + BOB[1:]))
+    for snapshot in (odd, pl.concat([odd, same_number])):
+        index = CaseIndex(snapshot)
+        others = [c for c in (BOB, "0" + BOB[1:], BOB[1:], "+" + BOB[1:]) if c not in snapshot["cpr"]]
+        asked = snapshot["cpr"].to_list() + others
+        for cprs in (asked, others, asked[::-1], asked[1:2]):  # from the second look-up, the index's
+            frame = pl.DataFrame({"cpr": cprs}, schema={"cpr": pl.String})
+            assert index.cases_of(frame).sort("cpr").equals(_cases_of(snapshot, frame).sort("cpr"))
+
+
 def test_duplicate_cases_in_pensionssager_are_an_error_not_a_guess():
     twice = pl.concat([PENSIONSSAGER, PENSIONSSAGER.head(1)])
     frame = pl.DataFrame([opret() | {"position": 0}], schema=INSTRUCTION_SCHEMA)

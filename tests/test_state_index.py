@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from contracts.ledger import LEDGER_SCHEMA
+from contracts.ledger import LEDGER_SCHEMA, empty_ledger
 from pipelines.state import StateStore
 
 UTC = dt.timezone.utc
@@ -86,7 +86,7 @@ def test_a_segment_the_manifest_does_not_name_counts_for_nothing(tmp_path: Path)
     expected = as_read(store)
     # A compaction that died after writing its segment, before the manifest: an orphan segment
     # with different content than the files it claims.
-    store._write_segment({"segments": []}, ["uuid-0001"], [{"bogus": True, "modtaget": "x", "filnavn": "x"}], [])
+    store._write_segment({"segments": []}, ["uuid-0001"], [{"bogus": True, "modtaget": "x", "filnavn": "x"}], empty_ledger())
     ledger, decisions = as_read(store)
     assert ledger.equals(expected[0]) and decisions == expected[1]
     # The next compaction writes over the orphan and the reads still agree.
