@@ -373,10 +373,14 @@ def violations_settled_le_netto(settled: pl.DataFrame, pensionsberegning: pl.Dat
 
     Columns: cpr, afregnet_oere, netto_oere. The cpr is in full: mask it (mask_cpr_expr) before
     it goes anywhere near metadata or a log."""
-    per_cpr = settled.group_by("cpr").agg(afregnet_oere=pl.col("afregnet_oere").sum().cast(pl.Int64))
-    netto = pensionsberegning.join(per_cpr.select("cpr"), on="cpr", how="semi").select("cpr", "netto_oere")
+    key = cpr_key(settled, pensionsberegning)
+    per_cpr = settled.group_by(key).agg(
+        pl.col("cpr").first(), afregnet_oere=pl.col("afregnet_oere").sum().cast(pl.Int64)
+    )
+    netto = pensionsberegning.select(key, "netto_oere").join(per_cpr.select("cpr_key"), on="cpr_key", how="semi")
     return (
-        per_cpr.join(netto, on="cpr", how="left")
+        per_cpr.join(netto, on="cpr_key", how="left")
         .filter(pl.col("afregnet_oere") > pl.col("netto_oere").fill_null(0))
-        .sort("cpr")
+        .sort("cpr_key")
+        .select("cpr", "afregnet_oere", "netto_oere")
     )

@@ -575,3 +575,13 @@ def test_settled_le_netto_reports_the_citizen_whose_deductions_exceed_netto():
     # A settled amount for a citizen without a calculation row exceeds netto 0.
     no_row = settled.with_columns(afregnet_oere=pl.when(pl.col("anmodning_id") == "C").then(1).otherwise(pl.col("afregnet_oere")))
     assert violations_settled_le_netto(no_row, beregninger)["cpr"].to_list() == ["0202402345"]
+    # The same with CPRs that are not ten digits (grouped and joined as text, not as numbers).
+    both = settled.with_columns(
+        afregnet_oere=pl.when(pl.col("anmodning_id").is_in(["B", "C"])).then(9000_00).otherwise(pl.col("afregnet_oere"))
+    )
+    as_text = pl.lit("x") + pl.col("cpr")
+    text_violations = violations_settled_le_netto(both.with_columns(cpr=as_text), beregninger.with_columns(cpr=as_text))
+    assert text_violations.rows() == [
+        (f"x{cpr}", afregnet, netto) for cpr, afregnet, netto in violations_settled_le_netto(both, beregninger).rows()
+    ]
+    assert text_violations["cpr"].to_list() == ["x0101401234", "x0202402345"]
