@@ -68,6 +68,17 @@ def test_all_files_at_once_equal_each_file_alone() -> None:
     assert list(at_once) == sorted(KOMMUNER)
     for (kk,), rows in settled.group_by("kommunekode"):
         assert at_once[kk] == encode_sf6111(kk, P, PAYDAY, 1, rows)
+    # Only 0101's rows have text to escape: the encoder escapes a column only where some row
+    # needs it, so the other municipalities' files are made with escaping at once and without
+    # it alone, and must not differ by a byte.
+    mixed = settled_rows().with_columns(
+        anmodning_id=pl.when(pl.col("kommunekode") == "0101").then(pl.col("anmodning_id") + "&<>").otherwise("anmodning_id"),
+        tekst=pl.when(pl.col("kommunekode") == "0147").then(pl.col("tekst") + " <&>").otherwise("tekst"),
+    )
+    at_once = encode_sf6111_files(P, PAYDAY, 1, mixed)
+    assert b"&amp;&lt;&gt;</AnmodningId>" in at_once["0101"] and b" &lt;&amp;&gt;</Tekst>" in at_once["0147"]
+    for (kk,), rows in mixed.group_by("kommunekode"):
+        assert at_once[kk] == encode_sf6111(kk, P, PAYDAY, 1, rows)
     rows = udbetaling_rows().reverse()
     at_once = encode_sf2601_files(P, PAYDAY, 1, rows)
     assert list(at_once) == sorted(set(rows["kommunekode"]))
