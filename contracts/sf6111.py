@@ -303,6 +303,8 @@ def traek_keys(files: dict[str, bytes]) -> tuple[pl.DataFrame, list[str]]:
         )
         .unnest("keys")
     )
+    if not texts["xml"].str.contains("&", literal=True).any():  # nothing escaped: nothing to undo
+        return keys, unreadable
     return keys.with_columns(_unescape(pl.col("anmodning_id")), _unescape(pl.col("cpr"))), unreadable
 
 

@@ -175,6 +175,17 @@ def test_a_foreign_traek_or_an_unreadable_file_fails_the_foreign_check(made: Sta
     assert not result.passed and "0101: kan ikke læses" in result.metadata["filer_med_fremmede"].value
 
 
+def test_the_foreign_check_reads_escaped_keys_as_the_settlement_has_them(tmp_path: Path) -> None:
+    # traek_keys undoes the escaping only in files with an `&`: here the keys must come back as
+    # the settlement has them, or every escaped AnmodningId would be a foreign Traek.
+    store = StateStore(str(tmp_path / "state"))
+    store.write_frame(f"periods/{P}/afregning.parquet", settled_rows(escaped=True))
+    make_period_files(Context(), store, "SF6111", [P], lambda p: sf6111_files(store, p))
+    assert b"&amp;" in outgoing(store, "SF6111", "0101").read_bytes()
+    result = _foreign_traek(store, P)
+    assert result.passed and result.metadata["fremmede_traek"].value == 0
+
+
 def test_a_wrong_sf2601_file_fails_its_check(made: StateStore) -> None:
     path = outgoing(made, "SF2601", "0147")
     data = path.read_bytes()
