@@ -123,7 +123,7 @@ class FileBook:
             self._items[item.key] = item
             if record is None:
                 recipients = list(item.meta["recipients"])
-                trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, recipients))
+                trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, recipients, sha256=sha))
                 files[f"sent/{item.key}/data"] = item.data
                 files[f"sent/{item.key}/trigger.xml"] = trigger
                 record = {

@@ -100,6 +100,9 @@ def test_sending_twice_writes_one_trigger(tree):
     assert first.newly_sent
     assert tree.names("udk-pension", "OUT") == [NAME, f"{NAME}.trigger"]
     trigger = tree.udk / "OUT" / f"{NAME}.trigger"
+    # The outbox gives the trigger the SHA-256 it hashed the data with: the trigger is the one
+    # made from the data alone (size, SendersFileId of the content).
+    assert trigger.read_bytes() == encode_trigger(trigger_for(NAME, DATA, "udk-pension", ["kp"]))
     before = tree.identity(trigger)
 
     again = tree.send()
