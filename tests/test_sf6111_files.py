@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from assets.delivery import make_period_files
+from assets.delivery import chosen_versions, make_period_files, made_files
 from assets.sf2601 import _transfers_result, sf2601_files
 from assets.sf6111 import _file_totals, _foreign_traek, sample, sf6111_files
 from contracts.sf2601 import UDBETALING_SCHEMA, Sf2601Error, encode_sf2601, encode_sf2601_files
@@ -207,3 +207,20 @@ def test_the_trail_made_with_the_settlement_is_the_trail_made_after_it() -> None
         settled, trail = settle_with_trail(active, sager, beregning, PEER_P)
         assert settled.equals(settle(active, sager, beregning, PEER_P))
         assert trail.equals(settlement_trail(active, settled, beregning, PEER_P))
+
+
+def test_files_made_in_several_groups_are_the_files_made_in_one(tmp_path: Path, monkeypatch) -> None:
+    import assets.delivery
+
+    stores = {}
+    for make_bytes in (assets.delivery.MAKE_BYTES, 1):  # one group; each file a group of its own
+        monkeypatch.setattr(assets.delivery, "MAKE_BYTES", make_bytes)
+        store = StateStore(str(tmp_path / f"state-{make_bytes}"))
+        store.write_frame(f"periods/{P}/afregning.parquet", settled_rows())
+        make_period_files(Context(), store, "SF6111", [P], lambda p: sf6111_files(store, p))
+        stores[make_bytes] = store
+    one, several = stores.values()
+    assert [v.name for v in chosen_versions(one, "SF6111", P)] == [v.name for v in chosen_versions(several, "SF6111", P)]
+    assert made_files(one, "SF6111", P) == made_files(several, "SF6111", P)
+    for kk in KOMMUNER:
+        assert outgoing(one, "SF6111", kk).read_bytes() == outgoing(several, "SF6111", kk).read_bytes()
