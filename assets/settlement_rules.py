@@ -67,7 +67,19 @@ def active_requests(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
 
     settlement.md "Which requests are active in P". Columns: ACTIVE_SCHEMA, one row per request,
     sorted by (kommunekode, anmodning_id)."""
-    by_request = _by_request(ledger)
+    # Only a request with an OPRET or AENDR from P or earlier that lasts into P can have one in
+    # force in P, so the rules see only those requests (all their instructions): the same result
+    # as from the whole ledger, but the years of requests that ended do not weigh on every
+    # period's settlement (issue 11: a run's cost must not grow with the history). They are
+    # told by a hash of the identity, cheaper than comparing its two texts: a collision only
+    # lets another request's rows through, and those are then not active.
+    identity = pl.struct(REQUEST).hash()
+    candidates = ledger.filter(
+        (pl.col("fra_periode") <= periode)
+        & pl.col("handling").is_in(["OPRET", "AENDR"])
+        & (pl.col("til_periode").is_null() | (pl.lit(periode) <= pl.col("til_periode")))
+    ).select(identity)
+    by_request = _by_request(ledger.filter(identity.is_in(candidates.to_series().implode())))
     # Walk order uses the modtaget of the request's OPRET, which exists whatever the FraPeriode of
     # the version in force (an AENDR may start the request earlier than its OPRET, sf6110.md).
     # U07/U08 make the OPRET the first instruction of a request; the fallback only keeps the
