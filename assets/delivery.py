@@ -3,9 +3,8 @@ only for changed content, pipelines.deliveries), send them, and watch their tech
 
 
 import datetime as dt
-import itertools
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import dagster as dg
 
@@ -23,7 +22,10 @@ RECEIPT_TIMEOUT = dt.timedelta(minutes=int(os.environ.get("PENSIONSTRAEK_RECEIPT
 FileSpec = tuple[str, Callable[[int], bytes], Callable[[int], str], dict[str, int]]
 
 
-MAKE_GROUP = 16  # files made together (as many as the SF6111 encoder makes in one pass)
+# Files made together: their writes in one round of fsyncs (make_versions), and about this much
+# of them in memory. A national period's SF2601 files (1 MB) are one group, its SF6111 files
+# (70 MB) five, as they are sent (pipelines.deliveries.SEND_BYTES).
+MAKE_BYTES = 16 * 2**20
 
 
 def _chosen_path(integration: str, periode: str) -> str:
@@ -41,10 +43,9 @@ def make_period_files(
     metadata = {}
     for periode in periods:
         chosen, figures = [], {}
-        specs = iter(files_of(periode))
-        # MAKE_GROUP files at a time: their writes in one round of fsyncs (make_versions), and
-        # only they in memory (the encoders yield a group of municipalities at a time).
-        while group := list(itertools.islice(specs, MAKE_GROUP)):
+        # The encoders yield a group of municipalities at a time, so only about MAKE_BYTES of
+        # files are in memory.
+        for group in _groups(files_of(periode)):
             made = make_versions(store, integration=integration, periode=periode, files=[spec[:3] for spec in group])
             for version, (_, _, _, header) in zip(made, group):
                 chosen.append(version)
@@ -65,6 +66,21 @@ def make_period_files(
             # settlement run's time (issue 11).
             context.log.info(f"{periode}: {len(new_versions)} ny(e) version(er): {', '.join(new_versions)}")
     return metadata
+
+
+def _groups(specs: Iterable[FileSpec]) -> Iterator[list[FileSpec]]:
+    """The specs in groups of about MAKE_BYTES of files (as their first version: encode(1),
+    which the encoders have made already)."""
+    group: list[FileSpec] = []
+    size = 0
+    for spec in specs:
+        group.append(spec)
+        size += len(spec[1](1))
+        if size >= MAKE_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
 
 
 def chosen_versions(store: StateStore, integration: str, periode: str) -> list[Version]:

@@ -39,15 +39,17 @@ def sf2601_rows(
     traek_oere is the sum of AFREGNET deductions for the CPR over all municipalities, and
     udbetalt_oere = netto_oere − traek_oere. Cases without administrationskommune are left out
     (`missing_administrationskommune` reports them)."""
+    paid = _paid_to_municipality(pensionssager, pensionsberegning).filter(pl.col("administrationskommune").is_not_null())
+    # The settled deductions of these citizens only (a few thousand of 300,000 nationally) are
+    # added up.
     traek = (
         settled.filter(pl.col("status") == AFREGNET)
+        .join(paid.select("cpr"), on="cpr", how="semi")
         .group_by("cpr")
         .agg(traek_oere=pl.col("afregnet_oere").sum().cast(pl.Int64))
     )
     return (
-        _paid_to_municipality(pensionssager, pensionsberegning)
-        .filter(pl.col("administrationskommune").is_not_null())
-        .join(traek, on="cpr", how="left")
+        paid.join(traek, on="cpr", how="left")
         .with_columns(
             kommunekode=pl.col("administrationskommune"),
             traek_oere=pl.col("traek_oere").fill_null(0),

@@ -258,8 +258,7 @@ def _pensionssager_holds(df: pl.DataFrame, judged_on: dt.date) -> bool:
     return (
         cpr is not None
         and samlever is not None
-        and cpr.n_unique() == cpr.len()
-        and _all_valid(cpr, judged_on)
+        and _all_valid(cpr, judged_on, unique=True)
         and _all_valid(samlever, judged_on)
     )
 
@@ -281,8 +280,7 @@ def _pensionsberegning_holds(df: pl.DataFrame, periode: str, pensionssager_cpr: 
     return (
         cpr is not None
         and known is not None
-        and cpr.n_unique() == cpr.len()
-        and _all_valid(cpr, judged_on)
+        and _all_valid(cpr, judged_on, unique=True)
         and bool(cpr.is_in(known.implode()).all())
     )
 
@@ -309,10 +307,17 @@ def _as_numbers(cprs: pl.Series) -> pl.Series | None:
     return values.cast(pl.Int64)
 
 
-def _all_valid(numbers: pl.Series, judged_on: dt.date) -> bool:
-    """valid_cpr_expr for every CPR (as _as_numbers gives them): it depends on the first seven
-    digits only (the birth date and the century digit), so each distinct prefix is judged once."""
-    prefixes = (numbers // 1000).unique().cast(pl.String).str.zfill(7) + "000"
+def _all_valid(numbers: pl.Series, judged_on: dt.date, *, unique: bool = False) -> bool:
+    """valid_cpr_expr for every CPR (as _as_numbers gives them), and with `unique` none of them
+    twice. valid_cpr_expr depends on the first seven digits only (the birth date and the century
+    digit), so each distinct prefix is judged once. Sorted, the numbers show a CPR given twice as
+    two equal neighbours and their prefixes come in order, so neither needs a hash table of 1.5 M
+    numbers (issue 11)."""
+    ordered = numbers.sort()
+    if unique and bool((ordered.diff().slice(1) == 0).any()):
+        return False
+    # Whole division by 1000 keeps the order, so the prefixes are sorted too.
+    prefixes = (ordered // 1000).set_sorted().unique().cast(pl.String).str.zfill(7) + "000"
     return bool(pl.select(valid_cpr_expr(pl.lit(prefixes), judged_on).all()).item())
 
 

@@ -74,14 +74,17 @@ def deliver(book: Book, transport: Transport, items: Sequence[Outgoing] = ()) ->
     if not pending:
         return recorded
     group: list[Answer] = []
-    started = time.monotonic()
     try:
         for answer in transport.send(pending):
+            # The time counts from a group's first answer: answers that come together (a file
+            # transport's, after all the files and triggers are written) are recorded together.
+            if not group:
+                started = time.monotonic()
             group.append(answer)
             if len(group) >= book.group_size or time.monotonic() - started >= GROUP_COMMIT_SECONDS:
                 book.record(group)
                 recorded += group
-                group, started = [], time.monotonic()
+                group = []
     finally:
         # Answers already given are recorded even when the transport fails half-way: what was
         # delivered is not handed over again (a repeat is allowed only after a crash).
@@ -105,7 +108,11 @@ class FileBook:
     per file. Several files are booked together: their data and triggers with one round of
     fsyncs, their records (the intents) with the next, and the answers a group at a time."""
 
-    group_size = 16
+    # The transport answers for all of a send's files at once (their triggers are written
+    # together), so their answers are recorded together: one round of fsyncs instead of one per
+    # 16 files (98 files per period and integration nationally). A crash before it leaves the
+    # files "sending", which the next run finishes from what OUT/ and IN/ say (SftpTransport).
+    group_size = 1000
 
     def __init__(self, state: StateStore, *, sender: str, kind: str):
         self.state, self.sender, self.kind = state, sender, kind
@@ -123,7 +130,7 @@ class FileBook:
             self._items[item.key] = item
             if record is None:
                 recipients = list(item.meta["recipients"])
-                trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, recipients))
+                trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, recipients, sha256=sha))
                 files[f"sent/{item.key}/data"] = item.data
                 files[f"sent/{item.key}/trigger.xml"] = trigger
                 record = {

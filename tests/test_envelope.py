@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from pathlib import Path
 
@@ -335,6 +336,9 @@ def test_trigger_for():
     )
     assert trigger.descriptor.size_in_bytes == 7  # bytes (3 x 2 + 1), not characters (4)
     assert encode_trigger(trigger) == encode_trigger(trigger_for("SF2601_0101_202702_001.xml", data, "udk-pension", ["ky"]))
+    # The data's SHA-256 given by a caller that has it: the same trigger, without hashing again.
+    sha = hashlib.sha256(data).hexdigest()
+    assert trigger_for("SF2601_0101_202702_001.xml", data, "udk-pension", ["ky"], sha256=sha) == trigger
     with pytest.raises(EnvelopeError, match="cannot be sent"):
         trigger_for("../x.xml", data, "udk-pension", ["ky"])
     with pytest.raises(EnvelopeError, match="recipient"):

@@ -100,6 +100,9 @@ def test_sending_twice_writes_one_trigger(tree):
     assert first.newly_sent
     assert tree.names("udk-pension", "OUT") == [NAME, f"{NAME}.trigger"]
     trigger = tree.udk / "OUT" / f"{NAME}.trigger"
+    # The outbox gives the trigger the SHA-256 it hashed the data with: the trigger is the one
+    # made from the data alone (size, SendersFileId of the content).
+    assert trigger.read_bytes() == encode_trigger(trigger_for(NAME, DATA, "udk-pension", ["kp"]))
     before = tree.identity(trigger)
 
     again = tree.send()
@@ -350,3 +353,49 @@ def test_back_to_the_content_last_sent_sends_nothing(tree):
     assert (back.loebenummer, back.name, back.changed) == (1, filnavn(1), False)
     assert send_it(tree, back) == []
     assert [v["loebenummer"] for v in versions(tree.state, "sf6111", "2026-12", "0101")] == [1]
+
+
+def test_answers_that_come_together_are_recorded_together(monkeypatch):
+    """deliver's group commit counts from a group's first answer: a transport that is slow to
+    start (a file transport writes every file and trigger first) and then answers for all of
+    its items has them recorded in one round; answers that trickle in are still recorded a
+    group at a time."""
+    import time
+
+    from pipelines import outbox
+
+    monkeypatch.setattr(outbox, "GROUP_COMMIT_SECONDS", 0.3)
+
+    class Book:
+        group_size = 1000
+
+        def __init__(self):
+            self.rounds = []
+            self.items = []
+
+        def intend(self, items):
+            self.items = list(items)
+
+        def undelivered(self):
+            return self.items
+
+        def record(self, answers):
+            self.rounds.append([a.key for a in answers])
+
+    class Transport:
+        def __init__(self, pause_between: float):
+            self.pause_between = pause_between
+
+        def send(self, items):
+            time.sleep(0.4)  # writing everything first: longer than GROUP_COMMIT_SECONDS
+            for item in items:
+                yield outbox.Answer(key=item.key, final=True, outcome="sent")
+                time.sleep(self.pause_between)
+
+    items = [outbox.Outgoing(key=f"f{i}", data=b"x") for i in range(3)]
+    burst = Book()
+    outbox.deliver(burst, Transport(0.0), items)
+    assert burst.rounds == [["f0", "f1", "f2"]]
+    trickle = Book()
+    outbox.deliver(trickle, Transport(0.35), items)
+    assert trickle.rounds == [["f0", "f1"], ["f2"]]

@@ -866,3 +866,20 @@ def test_a_sent_file_whose_receipt_reports_an_error_fails_the_receipt_check(tmp_
     assert checks["sf2601_kvitteret"].metadata["fejlet"].value == 1
     assert "UNKNOWN_RECIPIENT" in checks["sf2601_kvitteret"].metadata["detaljer"].value
     assert checks["sf6111_kvitteret"].passed and checks["sf6111_kvitteret"].metadata["filer"].value == 2
+
+
+def test_a_period_frame_read_again_is_decoded_again_only_when_its_bytes_changed(tmp_path: Path) -> None:
+    from assets.settlement import frame_path, read_period_frame
+    from pipelines.state import StateStore
+
+    store = StateStore(str(tmp_path / "state"))
+    first = pl.DataFrame({"kommunekode": ["0101", "0147"], "afregnet_oere": [1, 2]})
+    store.write_frame(frame_path(P, "afregning"), first)
+    read = read_period_frame(store, P, "afregning")
+    assert read.equals(first) and read_period_frame(store, P, "afregning") is read
+    # Written again with other rows (a re-run after a correction): the new rows, never the old.
+    second = first.with_columns(afregnet_oere=pl.Series([1, 3]))
+    store.write_frame(frame_path(P, "afregning"), second)
+    assert read_period_frame(store, P, "afregning").equals(second)
+    with pytest.raises(dg.Failure, match="ikke lavet endnu"):
+        read_period_frame(store, P, "aktive_anmodninger")

@@ -13,7 +13,9 @@ from assets.settlement_rules import (
     SETTLED_SCHEMA,
     active_requests,
     settle,
+    settle_with_trail,
     settlement_summary,
+    settlement_trail,
     violations_one_outcome,
     violations_settled_le_netto,
 )
@@ -458,6 +460,48 @@ def test_vectorized_walk_matches_a_plain_reference_walk_on_random_data():
     assert violations_settled_le_netto(settled, pensionsberegning(*(beregning(c, n) for c, n in netto.items()))).is_empty()
 
 
+def test_the_fast_paths_of_the_walk_give_what_the_plain_paths_give():
+    """settle_with_trail joins and sorts by the CPR as a number when every CPR is ten digits,
+    sorts with nulls first when no sort column has a null, and puts the rows back in the order
+    of `active` before sorting by request: each against its other side (text CPRs, nulls in the
+    walk order, an unsorted `active`) and the trail against settlement_trail's own joins."""
+    rng = random.Random(11)
+    cprs = [f"{day:02d}0140{n:04d}" for day in range(1, 29) for n in range(3)]
+    requests = [
+        instruction(
+            f"R{i}",
+            kommunekode=rng.choice(["0101", "0147"]),
+            cpr=rng.choice(cprs),
+            traekart=rng.choice(["HUSL", "MAD", "BRUG"]),
+            beloeb=rng.randint(1, 3000_00),
+            modtaget=at(rng.randint(0, 3)),
+        )
+        for i in range(300)
+    ]
+    sager = pensionssager(*(sag(cpr, doedsdato=dt.date(2026, 1, 1) if cpr.startswith("01") else None) for cpr in cprs))
+    beregninger = pensionsberegning(*(beregning(cpr, rng.randint(0, 6000_00)) for cpr in cprs if cpr != cprs[3]))
+    active = active_requests(ledger(*requests), P)
+    settled, trail = settle_with_trail(active, sager, beregninger, P)
+    assert set(settled["kode"].drop_nulls()) == {"A01", "A02", "A03"}
+    assert trail.equals(settlement_trail(active, settled, beregninger, P))
+
+    def as_text(frame: pl.DataFrame) -> pl.DataFrame:  # no longer ten digits: joined as text
+        return frame.with_columns(cpr=pl.lit("x") + pl.col("cpr"))
+
+    text_settled, text_trail = settle_with_trail(as_text(active), as_text(sager), as_text(beregninger), P)
+    assert text_settled.equals(as_text(settled)) and text_trail.equals(as_text(trail))
+
+    # Nulls in the walk order (sorted last) and `active` in another order than by request.
+    holes = active.with_columns(
+        opret_modtaget=pl.when(pl.int_range(pl.len()) % 7 == 0).then(None).otherwise(pl.col("opret_modtaget")),
+        cpr=pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("cpr")),
+    ).reverse()
+    holes_settled, holes_trail = settle_with_trail(holes, sager, beregninger, P)
+    assert holes_settled.equals(holes_settled.sort("kommunekode", "anmodning_id"))
+    assert holes_trail.equals(settlement_trail(holes, holes_settled, beregninger, P))
+    assert holes_trail["cpr"][-1] is None  # the request without a CPR last in the walk
+
+
 # --- Summary and invariants ---------------------------------------------------------------------
 
 
@@ -531,3 +575,13 @@ def test_settled_le_netto_reports_the_citizen_whose_deductions_exceed_netto():
     # A settled amount for a citizen without a calculation row exceeds netto 0.
     no_row = settled.with_columns(afregnet_oere=pl.when(pl.col("anmodning_id") == "C").then(1).otherwise(pl.col("afregnet_oere")))
     assert violations_settled_le_netto(no_row, beregninger)["cpr"].to_list() == ["0202402345"]
+    # The same with CPRs that are not ten digits (grouped and joined as text, not as numbers).
+    both = settled.with_columns(
+        afregnet_oere=pl.when(pl.col("anmodning_id").is_in(["B", "C"])).then(9000_00).otherwise(pl.col("afregnet_oere"))
+    )
+    as_text = pl.lit("x") + pl.col("cpr")
+    text_violations = violations_settled_le_netto(both.with_columns(cpr=as_text), beregninger.with_columns(cpr=as_text))
+    assert text_violations.rows() == [
+        (f"x{cpr}", afregnet, netto) for cpr, afregnet, netto in violations_settled_le_netto(both, beregninger).rows()
+    ]
+    assert text_violations["cpr"].to_list() == ["x0101401234", "x0202402345"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from assets.delivery import make_period_files
+from assets.delivery import chosen_versions, make_period_files, made_files
 from assets.sf2601 import _transfers_result, sf2601_files
 from assets.sf6111 import _file_totals, _foreign_traek, sample, sf6111_files
 from contracts.sf2601 import UDBETALING_SCHEMA, Sf2601Error, encode_sf2601, encode_sf2601_files
@@ -67,6 +67,17 @@ def test_all_files_at_once_equal_each_file_alone() -> None:
     at_once = encode_sf6111_files(P, PAYDAY, 1, settled)
     assert list(at_once) == sorted(KOMMUNER)
     for (kk,), rows in settled.group_by("kommunekode"):
+        assert at_once[kk] == encode_sf6111(kk, P, PAYDAY, 1, rows)
+    # Only 0101's rows have text to escape: the encoder escapes a column only where some row
+    # needs it, so the other municipalities' files are made with escaping at once and without
+    # it alone, and must not differ by a byte.
+    mixed = settled_rows().with_columns(
+        anmodning_id=pl.when(pl.col("kommunekode") == "0101").then(pl.col("anmodning_id") + "&<>").otherwise("anmodning_id"),
+        tekst=pl.when(pl.col("kommunekode") == "0147").then(pl.col("tekst") + " <&>").otherwise("tekst"),
+    )
+    at_once = encode_sf6111_files(P, PAYDAY, 1, mixed)
+    assert b"&amp;&lt;&gt;</AnmodningId>" in at_once["0101"] and b" &lt;&amp;&gt;</Tekst>" in at_once["0147"]
+    for (kk,), rows in mixed.group_by("kommunekode"):
         assert at_once[kk] == encode_sf6111(kk, P, PAYDAY, 1, rows)
     rows = udbetaling_rows().reverse()
     at_once = encode_sf2601_files(P, PAYDAY, 1, rows)
@@ -164,6 +175,17 @@ def test_a_foreign_traek_or_an_unreadable_file_fails_the_foreign_check(made: Sta
     assert not result.passed and "0101: kan ikke læses" in result.metadata["filer_med_fremmede"].value
 
 
+def test_the_foreign_check_reads_escaped_keys_as_the_settlement_has_them(tmp_path: Path) -> None:
+    # traek_keys undoes the escaping only in files with an `&`: here the keys must come back as
+    # the settlement has them, or every escaped AnmodningId would be a foreign Traek.
+    store = StateStore(str(tmp_path / "state"))
+    store.write_frame(f"periods/{P}/afregning.parquet", settled_rows(escaped=True))
+    make_period_files(Context(), store, "SF6111", [P], lambda p: sf6111_files(store, p))
+    assert b"&amp;" in outgoing(store, "SF6111", "0101").read_bytes()
+    result = _foreign_traek(store, P)
+    assert result.passed and result.metadata["fremmede_traek"].value == 0
+
+
 def test_a_wrong_sf2601_file_fails_its_check(made: StateStore) -> None:
     path = outgoing(made, "SF2601", "0147")
     data = path.read_bytes()
@@ -185,3 +207,20 @@ def test_the_trail_made_with_the_settlement_is_the_trail_made_after_it() -> None
         settled, trail = settle_with_trail(active, sager, beregning, PEER_P)
         assert settled.equals(settle(active, sager, beregning, PEER_P))
         assert trail.equals(settlement_trail(active, settled, beregning, PEER_P))
+
+
+def test_files_made_in_several_groups_are_the_files_made_in_one(tmp_path: Path, monkeypatch) -> None:
+    import assets.delivery
+
+    stores = {}
+    for make_bytes in (assets.delivery.MAKE_BYTES, 1):  # one group; each file a group of its own
+        monkeypatch.setattr(assets.delivery, "MAKE_BYTES", make_bytes)
+        store = StateStore(str(tmp_path / f"state-{make_bytes}"))
+        store.write_frame(f"periods/{P}/afregning.parquet", settled_rows())
+        make_period_files(Context(), store, "SF6111", [P], lambda p: sf6111_files(store, p))
+        stores[make_bytes] = store
+    one, several = stores.values()
+    assert [v.name for v in chosen_versions(one, "SF6111", P)] == [v.name for v in chosen_versions(several, "SF6111", P)]
+    assert made_files(one, "SF6111", P) == made_files(several, "SF6111", P)
+    for kk in KOMMUNER:
+        assert outgoing(one, "SF6111", kk).read_bytes() == outgoing(several, "SF6111", kk).read_bytes()
