@@ -182,6 +182,88 @@ def test_layout_is_kept_in_a_file_with_comments_cdata_pis_or_carriage_returns(pa
     assert instructions(data)["cpr"].to_list() == [cpr]
 
 
+def decoded_by_the_tree(data: bytes) -> RequestFile | FileRejected:
+    """`decode_request_file` without the plain reading (`_read_plain`)."""
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(sf6110, "_read_plain", lambda _: None)
+        return decode_request_file(data)
+
+
+def same_decoding(a: RequestFile | FileRejected, b: RequestFile | FileRejected) -> bool:
+    if isinstance(a, FileRejected) or isinstance(b, FileRejected):
+        return a == b
+    return (a.kommunekode, a.dannet_tidspunkt, a.antal_anmodninger) == (
+        b.kommunekode, b.dannet_tidspunkt, b.antal_anmodninger,
+    ) and a.instructions.equals(b.instructions)  # fmt: skip
+
+
+# Plain files the parser or the schema refuses, though the parser does not raise for some.
+REFUSED_PLAIN = [
+    request(OPRET.replace("<CPR>0101401234</CPR>", "<CPR>0101401234</CPR><CPR>1</CPR>")),  # F02
+    request(OPHOER.replace("<CPR>2412502345</CPR>", "")),  # F02
+    request(OPRET.replace("<Specifikation>", "<Specifikation/><Ukendt>").replace("</Specifikation>", "</Ukendt>")),  # F02
+    request(OPRET.replace("<Handling>", "x<Handling>")),  # F02: text between elements
+    request(dannet="2027-13-05T10:15:00+01:00"),  # F02: not an xs:dateTime
+    request(OPRET.replace("<CPR>", '<CPR xml:lang="da">')),  # F02: an attribute
+    request(OPRET.replace("<CPR>", '<CPR a="1">')),  # F02
+    request(OPRET.replace("</CPR>", "</Cpr>")),  # F01: not well-formed
+    request(OPRET.replace("Sag 27-4411", "a ]]> b")),  # F01
+    request(OPRET.replace("Sag 27-4411", "a \x0b b")),  # F01: not an XML character
+]
+
+
+# Files the plain reading takes (True) or leaves to the tree (False): values with blanks, markup
+# characters and non-ASCII text, tags with blanks and empty elements; and each thing that makes a
+# file not plain. Either way the decoding is the tree's.
+PLAIN_CASES = [
+    (request(), True),
+    (request(""), True),
+    (request(declaration=""), True),
+    (request(declaration='\ufeff<?xml version="1.0" encoding="utf-8"?>'), True),
+    (request(OPRET.replace("<CPR>0101401234</CPR>", "<CPR >0101401234</CPR\n>").replace("<Reference>", "<Reference\t\n>")), True),
+    (request(OPRET.replace("<Reference>Sag 27-4411</Reference>", "<Reference/>").replace("<Traekart>MAD</Traekart>", "<Traekart />")), True),
+    (request(OPRET.replace("<Tekst>Tøjvask</Tekst>", "<Tekst/>").replace("<Beloeb>200</Beloeb>", "<Beloeb\n/>")), True),
+    (request(OPHOER.replace("</FraPeriode>", "</FraPeriode><Specifikation/>")), True),
+    (request(OPRET.replace("Sag 27-4411", " a > b / c /> ]] ' \" \t").replace("Tøjvask", "  ")), True),
+    (request(OPHOER.replace("</FraPeriode>", "</FraPeriode><Specifikation>\n </Specifikation>")), True),
+    (request(kommunekode="").replace(b"<Kommunekode></Kommunekode>", b"<Kommunekode/>"), True),
+    (request(antal="3"), True),  # F03
+    (request(OPRET.replace("Sag 27-4411", "a &amp; b &#13;")), False),
+    (request(OPRET.replace("Sag 27-4411", "a\r\nb")), False),
+    (request(OPRET.replace("<CPR>0101401234", "<CPR>0101<!-- x -->401234")), False),
+    (request(OPRET.replace("<CPR>0101401234", "<CPR><![CDATA[0101]]>401234")), False),
+    (request(OPRET.replace("<CPR>0101401234", "<CPR>0101<?pi x?>401234")), False),
+    (request(OPRET.replace("<CPR>", f'<CPR xmlns="{NS}">')), False),
+    (request(OPRET.replace("<CPR>", f'<p:CPR xmlns:p="{NS}">').replace("</CPR>", "</p:CPR>")), False),
+    (request(OPRET.replace("<CPR>", f'<CPR {XSI} xsi:type="xs:string">')), False),
+    (request(OPRET.replace("Sag 27-4411", "xmlns")), False),
+    (request(root=f'TraekAnmodningSamling xmlns="{NS}" {XSI}'), False),
+    (request(root=f"TraekAnmodningSamling xmlns='{NS}'"), False),
+    (request(declaration='<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'), False),
+    (request(declaration='<?xml version="1.1" encoding="UTF-8"?>\n'), False),
+    (request(declaration="<!DOCTYPE x>\n"), False),
+] + [(data, True) for data in REFUSED_PLAIN]
+
+
+def is_plain(data: bytes) -> bool:
+    start = sf6110._PLAIN_START.match(data)
+    return start is not None and not pl.Series([data[start.end() :].decode()]).str.contains(sf6110._NOT_PLAIN).item()
+
+
+@pytest.mark.parametrize(("data", "plain"), PLAIN_CASES)
+def test_the_plain_reading_decodes_as_the_tree(data, plain):
+    assert is_plain(data) == plain
+    assert (sf6110._read_plain(data) is not None) == (plain and data not in REFUSED_PLAIN)
+    assert same_decoding(decode_request_file(data), decoded_by_the_tree(data))
+
+
+@pytest.mark.parametrize("data", REFUSED_PLAIN)
+def test_the_schema_refuses_without_a_tree(data):
+    # A target parser logs a schema error instead of raising it: the log is what is read.
+    assert not sf6110._schema_accepts(data)
+    assert sf6110._schema_accepts(request())
+
+
 def test_empty_file_decodes_to_an_empty_frame():
     frame = instructions(request(""))
     assert frame.height == 0 and frame.schema == INSTRUCTION_SCHEMA

@@ -19,6 +19,7 @@ from contracts.sf6110 import (
     INSTRUCTION_SCHEMA,
     NS,
     RequestFile,
+    _read_plain,
     decode_request_file,
     encode_kvittering,
     encode_request_file,
@@ -26,7 +27,7 @@ from contracts.sf6110 import (
 )
 from contracts.xmlsafe import parse_xml
 from pipelines.config import default_partners
-from tests.test_sf6110_codec import request
+from tests.test_sf6110_codec import decoded_by_the_tree, request, same_decoding
 from tests.test_sf6110_rules import PENSIONSSAGER, ledger
 
 RECEIVED = dt.datetime(2027, 1, 5, 9, 16, 2, tzinfo=dt.timezone.utc)
@@ -150,6 +151,12 @@ def test_mutated_valid_xml(data):
     judge_and_answer(data)
 
 
+@FAST
+@given(mutated_example() | restructured_example())
+def test_the_plain_reading_decodes_mutated_files_as_the_tree(data):
+    assert same_decoding(decode_request_file(data), decoded_by_the_tree(data))
+
+
 def test_the_unmutated_example_is_accepted():
     decision_codes = decode_request_file(EXAMPLE)
     assert isinstance(decision_codes, RequestFile)
@@ -167,25 +174,25 @@ xml_text = st.text(
 
 
 @st.composite
-def instruction_frames(draw) -> pl.DataFrame:
+def instruction_frames(draw, text=xml_text) -> pl.DataFrame:
     rows = []
     for position in range(draw(st.integers(0, 4))):
         present = draw(st.booleans())
         rows.append(
             {
                 "position": position,
-                "anmodning_id": draw(xml_text),
-                "cpr": draw(xml_text),
-                "handling": draw(xml_text),
-                "traekart": draw(st.none() | xml_text),
-                "fra_periode": draw(xml_text),
-                "til_periode": draw(st.none() | xml_text),
-                "samlet_beloeb": draw(st.none() | xml_text),
+                "anmodning_id": draw(text),
+                "cpr": draw(text),
+                "handling": draw(text),
+                "traekart": draw(st.none() | text),
+                "fra_periode": draw(text),
+                "til_periode": draw(st.none() | text),
+                "samlet_beloeb": draw(st.none() | text),
                 "specifikation_present": present,
-                "poster": draw(st.lists(st.fixed_dictionaries({"tekst": xml_text, "beloeb": xml_text}), max_size=3))
+                "poster": draw(st.lists(st.fixed_dictionaries({"tekst": text, "beloeb": text}), max_size=3))
                 if present
                 else None,
-                "reference": draw(st.none() | xml_text),
+                "reference": draw(st.none() | text),
             }
         )
     return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA)
@@ -194,10 +201,35 @@ def instruction_frames(draw) -> pl.DataFrame:
 @FAST
 @given(instruction_frames(), xml_text)
 def test_values_survive_a_round_trip_exactly(frame, kommunekode):
-    decoded = decode_request_file(encode_request_file(kommunekode, "2027-01-05T10:15:00+01:00", frame))
+    data = encode_request_file(kommunekode, "2027-01-05T10:15:00+01:00", frame)
+    decoded = decode_request_file(data)
     assert isinstance(decoded, RequestFile), decoded
     assert decoded.kommunekode == kommunekode
     assert decoded.instructions.equals(frame)
+    assert same_decoding(decoded, decoded_by_the_tree(data))
+
+
+@st.composite
+def plain_files(draw) -> bytes:
+    """Request files the plain reading takes (contracts/sf6110.py `_read_plain`): values of any
+    XML text without `<`, `&` and CR (but with `>`), written with blanks inside some tags and some
+    empty elements as `<Name/>`."""
+    plain_text = xml_text.map(lambda value: value.replace("<", "").replace("&", "").replace("\r", ""))
+    frame = draw(instruction_frames(plain_text))
+    data = encode_request_file(draw(plain_text), "2027-01-05T10:15:00+01:00", frame).decode().replace("&gt;", ">")
+    for name in set(NAMES) - {"Ukendt"}:
+        data = data.replace(f"<{name}></{name}>", draw(st.sampled_from([f"<{name}></{name}>", f"<{name}/>", f"<{name} \n/>"])))
+        data = data.replace(f"<{name}>", draw(st.sampled_from([f"<{name}>", f"<{name} >", f"<{name}\t\n>"])))
+        data = data.replace(f"</{name}>", draw(st.sampled_from([f"</{name}>", f"</{name}\n>"])))
+    return data.encode()
+
+
+@FAST
+@given(plain_files())
+def test_plain_files_decode_as_the_tree(data):
+    assert _read_plain(data) is not None
+    decoded = decode_request_file(data)
+    assert isinstance(decoded, RequestFile) and same_decoding(decoded, decoded_by_the_tree(data))
 
 
 cpr_like = st.one_of(
