@@ -302,8 +302,8 @@ _NOT_PLAIN = r"<[!?]|[&\r]|xmlns"
 def _read_plain(data: bytes) -> tuple[str, str, str, pl.DataFrame] | None:
     """`_read` for a plain file the schema accepts, without a tree: libxml2 validates as it parses
     (the same parser options and validation as `_read_whole`, with a target that builds nothing),
-    and the values are read from the text by polars (issue 11: a national file in ~25 ms instead
-    of ~50: no Python object per element). None when the file is not plain or is refused (the
+    and the values are read from the text by polars (issue 11: a national file in ~35 ms CPU
+    instead of ~52: no Python object per element). None when the file is not plain or is refused (the
     tree reader then judges it).
 
     Plain (`_PLAIN_START`, `_NOT_PLAIN`): no markup but elements and the root's one namespace

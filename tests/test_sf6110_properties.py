@@ -1,6 +1,7 @@
 """Properties of SF6110 intake (hypothesis): whatever bytes arrive, the judge decides without
 crashing, and the kvittering it leads to validates and carries no CPR; values survive an
-encode/decode round trip exactly; the vectorized CPR rule agrees with `is_valid_cpr`."""
+encode/decode round trip exactly; the plain reading decodes as the tree; U01 judged with its
+amounts in columns is U01 as written; the vectorized CPR rule agrees with `is_valid_cpr`."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from contracts.sf6110 import (
     encode_kvittering,
     encode_request_file,
     kvittering_schema,
+    u01_offence_frame,
+    u01_offences,
 )
 from contracts.xmlsafe import parse_xml
 from pipelines.config import default_partners
@@ -230,6 +233,13 @@ def test_plain_files_decode_as_the_tree(data):
     assert _read_plain(data) is not None
     decoded = decode_request_file(data)
     assert isinstance(decoded, RequestFile) and same_decoding(decoded, decoded_by_the_tree(data))
+
+
+@FAST
+@given(instruction_frames(st.sampled_from(VALUES + ["1.5", "0.50", "1500.00", "200", "1700.00"]) | xml_text))
+def test_u01_with_its_amounts_in_columns_is_u01_as_written(frame):
+    judged_on = dt.date(2027, 1, 5)
+    assert u01_offence_frame(frame, judged_on).equals(frame.select(**u01_offences(judged_on)))
 
 
 cpr_like = st.one_of(
