@@ -4,9 +4,14 @@ UDK Pension owns the files; these assets mirror them per period: materializing r
 the partition and records what was there (rows, SHA-256, counts). The blocking contract checks stop
 the period when a file breaks its contract, with counts per rule and masked examples in the UI."""
 
+import hashlib
+from functools import cache
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
+
+import contracts
 
 from contracts.register import (
     PENSIONSTYPER,
@@ -24,6 +29,8 @@ from pipelines.partitions import (
     periods_of,
 )
 from pipelines.register import RegisterError, RegisterFile, RegisterResource
+from pipelines.resources import StateResource
+from pipelines.state import StateStore, utc_now
 
 GROUP = "register"
 PENSIONSSAGER = dg.AssetKey(["register", "pensionssager"])  # for deps=[...] of downstream assets
@@ -121,28 +128,62 @@ def contract_check_result(result: ContractResult) -> dg.AssetCheckResult:
     partitions_def=periode_partitions,
     description="register.md: valid unique CPRs, code lists, kommunekoder, tillaegsprocent 0–100.",
 )
-def pensionssager_kontrakt(context: dg.AssetCheckExecutionContext, register: RegisterResource):
+def pensionssager_kontrakt(
+    context: dg.AssetCheckExecutionContext, register: RegisterResource, state: StateResource
+):  # fmt: skip
     # CPRs are judged on the last day of P, so the judgement does not depend on when it runs.
+    store = state.store()
     yield from period_check_results(
-        context, {p: contract_check_result(_check_pensionssager(register, p)) for p in periods_of(context)}
+        context, {p: contract_check_result(_check_pensionssager(register, store, p)) for p in periods_of(context)}
     )
 
 
-# A snapshot's judgement depends only on its bytes (and P, which is in its path): one judged in
-# this process before, by its SHA-256, is not judged again (a backfill, the monthly cycles of the
-# benchmark, a correction's second settlement in the same process). Only passes are kept: a
-# failure is judged again, so its examples are always today's.
-_passed: set[tuple[str, ...]] = set()
+# A snapshot's judgement depends only on its bytes, P (in its path) and the contract: one that
+# passed is not judged again while the same bytes are judged by the same contract (issue 11: the
+# two contracts were a tenth of a national settlement, judged again in every command, and in a
+# correction's second settlement, a backfill, the SF1411 snapshot). The pass is recorded in the
+# state store (`register/kontrakt/`: which bytes, which contract, when), where an auditor finds
+# when a snapshot was judged. Only passes are kept: a failure is judged again, so its counts and
+# examples are always today's. The contract is its code, the code lists it reads and the polars
+# that evaluates it (`contract_version`): a new release judges every snapshot afresh.
+PASSED = "register/kontrakt"
+_passed: set[str] = set()  # the records (their full paths) read or written by this process
 
 
-def _check_pensionssager(register: RegisterResource, periode: str) -> ContractResult:
+@cache
+def contract_version() -> str:
+    digest = hashlib.sha256(pl.__version__.encode())
+    folder = Path(contracts.__file__).parent
+    for name in ("register.py", "cpr.py", "codes.py", *sorted(p.name for p in folder.glob("*.csv"))):
+        digest.update(name.encode() + b"\0" + (folder / name).read_bytes())
+    return digest.hexdigest()
+
+
+def _passed_before(store: StateStore, table: str, periode: str, *snapshots: RegisterFile) -> tuple[bool, str]:
+    """Whether `snapshots` (the table's file, then any file it is judged against) passed before;
+    and the record that says so."""
+    key = hashlib.sha256("|".join([contract_version(), *(s.sha256 for s in snapshots)]).encode()).hexdigest()
+    record = f"{PASSED}/{table}/{periode}-{key}.json"
+    return store.path(record) in _passed or store.exists(record), record
+
+
+def _remember_pass(store: StateStore, record: str, *snapshots: RegisterFile) -> None:
+    store.write_json(record, {
+        "passed": True, "judged_at": utc_now().isoformat(), "contract_version": contract_version(),
+        "snapshots": [{"path": s.path, "sha256": s.sha256} for s in snapshots],
+    })  # fmt: skip
+    _passed.add(store.path(record))
+
+
+def _check_pensionssager(register: RegisterResource, store: StateStore, periode: str) -> ContractResult:
     snapshot = register.load("pensionssager", periode)
-    key = ("pensionssager", periode, snapshot.sha256)
-    if key in _passed:
+    passed, record = _passed_before(store, "pensionssager", periode, snapshot)
+    if passed:
+        _passed.add(store.path(record))
         return ContractResult(passed=True, failure_count=0)
     result = check_pensionssager(snapshot.frame, last_day(periode))
     if result.passed:
-        _passed.add(key)
+        _remember_pass(store, record, snapshot)
     return result
 
 
@@ -155,13 +196,16 @@ def _check_pensionssager(register: RegisterResource, periode: str) -> ContractRe
         "register.md: periode is P, 0 ≤ skat ≤ brutto, netto = brutto − skat, every CPR in pensionssager for P."
     ),
 )
-def pensionsberegning_kontrakt(context: dg.AssetCheckExecutionContext, register: RegisterResource):
+def pensionsberegning_kontrakt(
+    context: dg.AssetCheckExecutionContext, register: RegisterResource, state: StateResource
+):  # fmt: skip
+    store = state.store()
     yield from period_check_results(
-        context, {p: contract_check_result(_check_pensionsberegning(register, p)) for p in periods_of(context)}
+        context, {p: contract_check_result(_check_pensionsberegning(register, store, p)) for p in periods_of(context)}
     )
 
 
-def _check_pensionsberegning(register: RegisterResource, periode: str) -> ContractResult:
+def _check_pensionsberegning(register: RegisterResource, store: StateStore, periode: str) -> ContractResult:
     calculation = register.load("pensionsberegning", periode)
     pensionsberegning_frame = calculation.frame
     try:
@@ -174,12 +218,13 @@ def _check_pensionsberegning(register: RegisterResource, periode: str) -> Contra
             failures_by_check={"cpr: cpr_in_pensionssager": pensionsberegning_frame.height},
             examples=[str(exc)],
         )
-    key = ("pensionsberegning", periode, calculation.sha256, cases.sha256)
-    if key in _passed:
+    passed, record = _passed_before(store, "pensionsberegning", periode, calculation, cases)
+    if passed:
+        _passed.add(store.path(record))
         return ContractResult(passed=True, failure_count=0)
     result = check_pensionsberegning(pensionsberegning_frame, periode, pensionssager_frame)
     if result.passed:
-        _passed.add(key)
+        _remember_pass(store, record, calculation, cases)
     return result
 
 

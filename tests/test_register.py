@@ -31,6 +31,8 @@ from contracts.register import (
 from pipelines.config import REGISTER_URL, ConfigError
 from pipelines.generate import generate_register
 from pipelines.register import RegisterError, RegisterResource
+from pipelines.resources import StateResource
+from pipelines.state import StateStore
 from tests.registers import case_row
 
 JUDGED_ON = dt.date(2027, 2, 28)
@@ -425,12 +427,15 @@ def test_from_env(monkeypatch, tmp_path):
 PARTITION = "2026-06"  # a period of the register (the periods are dynamic partitions of the instance)
 
 
-def materialize(url: Path | str) -> dg.ExecuteInProcessResult:
+def materialize(url: Path | str, state: Path | None = None) -> dg.ExecuteInProcessResult:
+    """The register's assets and checks for PARTITION; the checks' remembered passes in `state`
+    (by default a state store of its own next to the register)."""
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("periode", [PARTITION])
+    state = state or Path(f"{url}-state")
     return dg.materialize(
         [pensionssager, pensionsberegning, pensionssager_kontrakt, pensionsberegning_kontrakt],
-        resources={"register": RegisterResource(url=str(url))},
+        resources={"register": RegisterResource(url=str(url)), "state": StateResource(url=str(state))},
         partition_key=PARTITION,
         instance=instance,
         raise_on_error=False,
@@ -529,7 +534,9 @@ def test_missing_period_fails_the_run_with_a_clear_message(tmp_path):
 
 
 def test_register_defs():
-    defs = dg.Definitions.merge(register_defs, dg.Definitions(resources={"register": RegisterResource()}))
+    defs = dg.Definitions.merge(
+        register_defs, dg.Definitions(resources={"register": RegisterResource(), "state": StateResource()})
+    )
     keys = {tuple(k.path) for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {("register", "pensionssager"), ("register", "pensionsberegning")}
     specs = {spec.name: spec for check in (pensionssager_kontrakt, pensionsberegning_kontrakt) for spec in check.check_specs}
@@ -537,3 +544,50 @@ def test_register_defs():
     assert all(spec.blocking for spec in specs.values())
     assert pensionssager.partitions_def is pensionsberegning.partitions_def
     assert pensionssager.group_names_by_key[dg.AssetKey(["register", "pensionssager"])] == "register"
+
+
+def test_a_pass_is_remembered_for_the_same_bytes_and_contract_and_a_change_is_judged_again(tmp_path, monkeypatch):
+    import assets.register as register_assets
+
+    generate_register(tmp_path / "register", [PARTITION], persons=300, seed=3)
+    state = tmp_path / "state"
+    judged: list[str] = []
+    for name in ("check_pensionssager", "check_pensionsberegning"):
+        real = getattr(register_assets, name)
+        monkeypatch.setattr(register_assets, name, lambda *a, _real=real, _name=name: judged.append(_name) or _real(*a))
+    monkeypatch.setattr(register_assets, "_passed", set())  # as a new command's process
+
+    both = ["check_pensionsberegning", "check_pensionssager"]  # the checks run in either order
+    assert materialize(tmp_path / "register", state).success
+    assert sorted(judged) == both
+    records = sorted(StateStore(str(state)).listdir("register/kontrakt/pensionssager"))
+    assert len(records) == 1
+    record = StateStore(str(state)).read_json(f"register/kontrakt/pensionssager/{records[0]}")
+    assert record["passed"] and record["contract_version"] == register_assets.contract_version()
+
+    # Another command, the same bytes: the passes are read, not judged again.
+    monkeypatch.setattr(register_assets, "_passed", set())
+    checks = check_evaluations(materialize(tmp_path / "register", state))
+    assert sorted(judged) == both
+    assert checks["pensionssager_kontrakt"].passed and checks["pensionsberegning_kontrakt"].passed
+
+    # The cases changed (a duplicate CPR): both are judged again (the calculation is judged
+    # against the cases); the failure is judged in every command, never remembered, while the
+    # calculation's new pass (against the new cases) is.
+    path = tmp_path / "register" / "pensionssager" / f"{PARTITION}.parquet"
+    cases = pl.read_parquet(path)
+    pl.concat([cases, cases.head(1)]).write_parquet(path)
+    for _ in range(2):
+        checks = check_evaluations(materialize(tmp_path / "register", state))
+        assert not checks["pensionssager_kontrakt"].passed
+    assert judged[2:].count("check_pensionssager") == 2 and judged[2:].count("check_pensionsberegning") == 1
+
+    # Another contract (a new release): judged again.
+    cases.write_parquet(path)
+    register_assets.contract_version.cache_clear()
+    monkeypatch.setattr(register_assets.pl, "__version__", "0.0.0-another")
+    try:
+        assert check_evaluations(materialize(tmp_path / "register", state))["pensionssager_kontrakt"].passed
+        assert sorted(judged[5:]) == both
+    finally:
+        register_assets.contract_version.cache_clear()
