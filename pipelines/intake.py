@@ -38,7 +38,6 @@ import polars as pl
 from assets import sf6110_rules
 from assets.sf6110_rules import CaseIndex, FileToJudge, Prepared, judge_file, judge_files, prepare_file
 from contracts.cpr import mask_cpr, mask_text
-from contracts.ledger import empty_ledger
 from contracts.envelope import (
     METADATA_SUFFIX,
     EnvelopeError,
@@ -310,24 +309,11 @@ class _Judge:
         self.pensionssager = pensionssager
         self.cases = CaseIndex(pensionssager)
         self.snapshot = snapshot
-        # The history by municipality: U07/U08 look only at the ledger of a file's own
-        # municipality (assets.sf6110_rules._ledger_history), so a pass is given only its
-        # municipalities' rows. Filtering the whole ledger in each of a run's passes grew with the
-        # history (issue 11: 1.1 million rows after 36 months at 10 %, 0.6 s of a run).
-        ledger = state.ledger()
-        self.columns = ledger.columns
-        self.ledgers: dict[str, pl.DataFrame] = {
-            key: part for (key,), part in ledger.partition_by("kommunekode", as_dict=True).items()
-        }
+        self.ledger = state.ledger()
         self.outcomes: dict[str, pl.DataFrame] = {}
         self.accepted_before = {
             (d["afsender"], d["sha256"]) for d in state.decisions() if d["status"] == "MODTAGET"
         }
-
-    def ledger_of(self, kommunekoder: list[str] | None) -> pl.DataFrame:
-        """The ledger rows of `kommunekoder` (None: of all), registered before or in this run."""
-        wanted = self.ledgers if kommunekoder is None else {k: self.ledgers[k] for k in kommunekoder if k in self.ledgers}
-        return pl.concat(list(wanted.values())) if wanted else empty_ledger().select(self.columns)
 
     def judge_together(self, files: list["_Received"]) -> dict[str, pl.DataFrame]:
         """The instruction outcomes of `files` (prepared, of different municipalities) from one
@@ -342,8 +328,7 @@ class _Judge:
                 for f in files
                 for p in [f.prepared()]
             ]
-            ledger = self.ledger_of([f.kommunekode for f in together])
-            outcomes = judge_files(together, pensionssager=self.pensionssager, ledger=ledger, cases=self.cases)
+            outcomes = judge_files(together, pensionssager=self.pensionssager, ledger=self.ledger, cases=self.cases)
         except Exception as exc:  # noqa: BLE001 - judged one by one instead
             log.info("SF6110: %d filer bedømmes hver for sig (%s)", len(files), type(exc).__name__)
             return {}
@@ -353,8 +338,6 @@ class _Judge:
         self, data: bytes, sender: str, name: str, uuid: str, received: dt.datetime, prepared: Prepared | None = None,
         judged: pl.DataFrame | None = None,
     ) -> dict:  # fmt: skip
-        decoded = prepared.decoded if prepared is not None else None
-        kommunekoder = [decoded.kommunekode] if isinstance(decoded, RequestFile) else None  # None: all
         decision = judge_file(
             data,
             sender=sender,
@@ -364,7 +347,7 @@ class _Judge:
             partners=self.partners,
             accepted_before=frozenset(self.accepted_before),
             pensionssager=self.pensionssager,
-            ledger=self.ledger_of(kommunekoder),
+            ledger=self.ledger,
             max_bytes=self.max_bytes,
             prepared=prepared,
             cases=self.cases,
@@ -393,8 +376,8 @@ class _Judge:
             # same evaluation of U01's rules: the check need not decode the file again.
             record["kontrakt"] = file_contract(name, prepared.decoded.instructions, prepared.offences)
         self.state.commit_decision(record, decision.outcomes, decision.registered)
-        for (key,), registered in decision.registered.select(self.columns).partition_by("kommunekode", as_dict=True).items():
-            self.ledgers[key] = pl.concat([self.ledgers[key], registered]) if key in self.ledgers else registered
+        if decision.registered.height:
+            self.ledger = pl.concat([self.ledger, decision.registered.select(self.ledger.columns)])
         if decision.status == "MODTAGET":
             self.accepted_before.add((sender, record["sha256"]))
         self.outcomes[uuid] = decision.outcomes  # as committed: the kvittering needs not read them back
