@@ -12,7 +12,6 @@ import dagster as dg
 import polars as pl
 
 import contracts
-
 from contracts.register import (
     PENSIONSTYPER,
     SAGSSTATUSER,
@@ -147,7 +146,6 @@ def pensionssager_kontrakt(
 # examples are always today's. The contract is its code, the code lists it reads and the polars
 # that evaluates it (`contract_version`): a new release judges every snapshot afresh.
 PASSED = "register/kontrakt"
-_passed: set[str] = set()  # the records (their full paths) read or written by this process
 
 
 @cache
@@ -159,12 +157,10 @@ def contract_version() -> str:
     return digest.hexdigest()
 
 
-def _passed_before(store: StateStore, table: str, periode: str, *snapshots: RegisterFile) -> tuple[bool, str]:
-    """Whether `snapshots` (the table's file, then any file it is judged against) passed before;
-    and the record that says so."""
+def _pass_record(table: str, periode: str, *snapshots: RegisterFile) -> str:
+    """The record of a pass of `snapshots` (the table's file, then any file it is judged against)."""
     key = hashlib.sha256("|".join([contract_version(), *(s.sha256 for s in snapshots)]).encode()).hexdigest()
-    record = f"{PASSED}/{table}/{periode}-{key}.json"
-    return store.path(record) in _passed or store.exists(record), record
+    return f"{PASSED}/{table}/{periode}-{key}.json"
 
 
 def _remember_pass(store: StateStore, record: str, *snapshots: RegisterFile) -> None:
@@ -172,14 +168,12 @@ def _remember_pass(store: StateStore, record: str, *snapshots: RegisterFile) -> 
         "passed": True, "judged_at": utc_now().isoformat(), "contract_version": contract_version(),
         "snapshots": [{"path": s.path, "sha256": s.sha256} for s in snapshots],
     })  # fmt: skip
-    _passed.add(store.path(record))
 
 
 def _check_pensionssager(register: RegisterResource, store: StateStore, periode: str) -> ContractResult:
     snapshot = register.load("pensionssager", periode)
-    passed, record = _passed_before(store, "pensionssager", periode, snapshot)
-    if passed:
-        _passed.add(store.path(record))
+    record = _pass_record("pensionssager", periode, snapshot)
+    if store.exists(record):
         return ContractResult(passed=True, failure_count=0)
     result = check_pensionssager(snapshot.frame, last_day(periode))
     if result.passed:
@@ -218,9 +212,8 @@ def _check_pensionsberegning(register: RegisterResource, store: StateStore, peri
             failures_by_check={"cpr: cpr_in_pensionssager": pensionsberegning_frame.height},
             examples=[str(exc)],
         )
-    passed, record = _passed_before(store, "pensionsberegning", periode, calculation, cases)
-    if passed:
-        _passed.add(store.path(record))
+    record = _pass_record("pensionsberegning", periode, calculation, cases)
+    if store.exists(record):
         return ContractResult(passed=True, failure_count=0)
     result = check_pensionsberegning(pensionsberegning_frame, periode, pensionssager_frame)
     if result.passed:

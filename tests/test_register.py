@@ -555,7 +555,6 @@ def test_a_pass_is_remembered_for_the_same_bytes_and_contract_and_a_change_is_ju
     for name in ("check_pensionssager", "check_pensionsberegning"):
         real = getattr(register_assets, name)
         monkeypatch.setattr(register_assets, name, lambda *a, _real=real, _name=name: judged.append(_name) or _real(*a))
-    monkeypatch.setattr(register_assets, "_passed", set())  # as a new command's process
 
     both = ["check_pensionsberegning", "check_pensionssager"]  # the checks run in either order
     assert materialize(tmp_path / "register", state).success
@@ -566,7 +565,6 @@ def test_a_pass_is_remembered_for_the_same_bytes_and_contract_and_a_change_is_ju
     assert record["passed"] and record["contract_version"] == register_assets.contract_version()
 
     # Another command, the same bytes: the passes are read, not judged again.
-    monkeypatch.setattr(register_assets, "_passed", set())
     checks = check_evaluations(materialize(tmp_path / "register", state))
     assert sorted(judged) == both
     assert checks["pensionssager_kontrakt"].passed and checks["pensionsberegning_kontrakt"].passed
