@@ -9,6 +9,7 @@ from __future__ import annotations
 import polars as pl
 
 from contracts.codes import afvisningskoder, traekarter
+from contracts.cpr import TEN_ASCII_DIGITS
 from contracts.sf6111 import AFREGNET, AFVIST, TRAEK_SCHEMA
 from pipelines.calendar import first_day
 
@@ -120,7 +121,7 @@ def cpr_key(*frames: pl.DataFrame) -> pl.Expr:
     national register has 1.5 M CPRs, and hashing an integer costs a fraction of hashing the
     text (issue 11). A null CPR stays null (a join never matches it)."""
     ten_digits = all(
-        frame.select(pl.col("cpr").str.contains(r"^[0-9]{10}$").fill_null(True).all()).item() for frame in frames
+        frame.select(pl.col("cpr").str.contains(TEN_ASCII_DIGITS).fill_null(True).all()).item() for frame in frames
     )
     return (pl.col("cpr").cast(pl.Int64) if ten_digits else pl.col("cpr")).alias("cpr_key")
 

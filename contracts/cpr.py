@@ -37,6 +37,11 @@ def mask_text(text: str) -> str:
     return _CPR_LIKE.sub(r"\1-****", text)
 
 
+# A CPR's text before its date is judged: ten ASCII digits (then it is also one integer, which
+# joins and sorts as the text does: assets.settlement_rules.cpr_key, contracts.register).
+TEN_ASCII_DIGITS = r"^[0-9]{10}$"
+
+
 def mask_cpr_expr(column: str) -> pl.Expr:
     """The same mask as `mask_cpr`, as a polars expression."""
     return pl.col(column).str.slice(0, 6) + pl.lit("-****")
@@ -48,7 +53,7 @@ def valid_cpr_expr(column: str | pl.Expr, judged_on: dt.date | pl.Expr) -> pl.Ex
     `judged_on` is a date or a date expression (e.g. each file's received date). Mirrors
     stdnum's `get_birth_date`: digit 7 and YY give the century, DDMMYY must be a real date."""
     cpr = pl.col(column) if isinstance(column, str) else column
-    ten_ascii_digits = cpr.str.contains(r"^[0-9]{10}$")
+    ten_ascii_digits = cpr.str.contains(TEN_ASCII_DIGITS)
     yy = cpr.str.slice(4, 2).cast(pl.Int32, strict=False)
     digit7 = cpr.str.slice(6, 1)
     century = (

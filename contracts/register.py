@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from contracts.codes import kommunekoder
-from contracts.cpr import mask_cpr, mask_text, valid_cpr_expr
+from contracts.cpr import TEN_ASCII_DIGITS, mask_cpr, mask_text, valid_cpr_expr
 from pipelines.calendar import last_day  # the one period calendar (no Dagster in it)
 
 if TYPE_CHECKING:
@@ -302,7 +302,7 @@ def _as_numbers(cprs: pl.Series) -> pl.Series | None:
     """The non-null CPRs as integers when each is ten ASCII digits (then the integer stands for
     exactly one CPR, and hashing it is cheap); None otherwise."""
     values = cprs.drop_nulls()
-    if not values.str.contains(r"^[0-9]{10}$").all():
+    if not values.str.contains(TEN_ASCII_DIGITS).all():
         return None
     return values.cast(pl.Int64)
 
