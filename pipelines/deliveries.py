@@ -67,7 +67,7 @@ def make_versions(state: StateStore, *, integration: str, periode: str, files: S
         version, data, history = _next_version(state, integration, periode, kommunekode, encode, filnavn)
         made.append(version)
         if data is not None:
-            outgoing[f"outgoing/{integration}/{periode}/{version.name}"] = data
+            outgoing[version_path(version)] = data
         if history is not None:
             lists[_versions_path(integration, periode, kommunekode)] = json_bytes({"versions": history})
     state.write_all(outgoing)
@@ -125,8 +125,13 @@ def current_versions(state: StateStore, integration: str, periode: str) -> list[
     return result
 
 
+def version_path(version: Version) -> str:
+    """Where the version's file is kept in the state store, from the moment it is made."""
+    return f"outgoing/{version.integration}/{version.periode}/{version.name}"
+
+
 def read_version(state: StateStore, version: Version) -> bytes:
-    return state.read(f"outgoing/{version.integration}/{version.periode}/{version.name}")
+    return state.read(version_path(version))
 
 
 def send_versions(
@@ -155,7 +160,7 @@ def send_versions(
                 f"ingen partnerkonto modtager {version.integration} for kommune {version.kommunekode}: "
                 "tjek PENSIONSTRAEK_PARTNERS"
             )
-        files.append(FileToSend(version.name, read_version(state, version), (recipient,)))
+        files.append(FileToSend(version.name, read_version(state, version), (recipient,), kept_at=version_path(version)))
         if sum(len(f.data) for f in files) >= SEND_BYTES:
             send_group()
     if files:

@@ -412,8 +412,14 @@ def _remove_temporaries_of(fs: fsspec.AbstractFileSystem, paths: list[str]) -> N
         _remove_temporaries_in(fs, folder, names)
 
 
+# A temporary name of pipelines.storage.temp_name_for, the hint of the real name in its group.
+_TEMPORARY = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}-(.*)", re.DOTALL)
+
+
 def _remove_temporaries_in(fs: fsspec.AbstractFileSystem, folder: str, names: list[str]) -> None:
-    hint = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}-(" + "|".join(re.escape(n[:48]) for n in names) + ")")
+    # The hints looked up in a set: a regular expression of the names made for each write cost
+    # more than the write's listing (a send's hundreds of names, compiled anew every time).
+    hints = {name[:48] for name in names}
     # Locally the folder's names straight from the OS: fsspec's listing makes an entry per file,
     # and a period's send lists OUT/ once per file (hundreds of files: a second per period).
     entries = (
@@ -422,7 +428,8 @@ def _remove_temporaries_in(fs: fsspec.AbstractFileSystem, folder: str, names: li
         else fs.ls(folder, detail=False)
     )
     for entry in entries:
-        if hint.fullmatch(posixpath.basename(entry.rstrip("/"))):
+        temporary = _TEMPORARY.fullmatch(posixpath.basename(entry.rstrip("/")))
+        if temporary and temporary.group(1) in hints:
             try:
                 fs.rm_file(entry)
             except FileNotFoundError:

@@ -105,8 +105,9 @@ class Sent:
 
 class FileBook:
     """The book of files sent through the envelope: `sent/<name>/{data,trigger.xml,record.json}`
-    per file. Several files are booked together: their data and triggers with one round of
-    fsyncs, their records (the intents) with the next, and the answers a group at a time."""
+    per file (`data` a second name of the state store's own copy when there is one: `kept_at`).
+    Several files are booked together: their data and triggers with one round of fsyncs, their
+    records (the intents) with the next, and the answers a group at a time."""
 
     # The transport answers for all of a send's files at once (their triggers are written
     # together), so their answers are recorded together: one round of fsyncs instead of one per
@@ -121,7 +122,7 @@ class FileBook:
         self._fresh: dict[str, bytes] = {}  # intents this book recorded itself (nothing can have gone out): their triggers
 
     def intend(self, items: Sequence[Outgoing]) -> None:
-        files, records = {}, {}
+        files, records, kept = {}, {}, {}
         for item in items:
             record = self.state.sent_record(item.key)
             sha = item.meta["sha256"]  # of item.data, as send_files computed it
@@ -132,6 +133,8 @@ class FileBook:
                 recipients = list(item.meta["recipients"])
                 trigger = encode_trigger(trigger_for(item.key, item.data, self.sender, recipients, sha256=sha))
                 files[f"sent/{item.key}/data"] = item.data
+                if item.meta.get("kept_at"):
+                    kept[f"sent/{item.key}/data"] = item.meta["kept_at"]
                 files[f"sent/{item.key}/trigger.xml"] = trigger
                 record = {
                     "name": item.key,
@@ -147,7 +150,7 @@ class FileBook:
                 self._fresh[item.key] = trigger
             self._records[item.key] = record
         # The records last, once the files they name are on disk (`undelivered` reads them).
-        self.state.write_all(files)
+        self.state.write_all(files, same_as=kept)
         self.state.write_all(records)
 
     def undelivered(self) -> list[Outgoing]:
@@ -202,6 +205,9 @@ class FileToSend:
     name: str
     data: bytes
     recipients: tuple[str, ...]
+    # The state store's file that holds exactly `data` already (the version as made, kept in
+    # `outgoing/`): sent/<name>/data becomes a second name of it instead of a second copy.
+    kept_at: str | None = None
 
 
 def send(
@@ -227,7 +233,8 @@ def send_files(client: ExchangeClient, state: StateStore, files: Sequence[FileTo
         if record is not None and record["sha256"] == sha and record["status"] != "sending":
             results.append(Sent(name=file.name, newly_sent=False))
             continue
-        items.append(Outgoing(key=file.name, data=file.data, meta={"recipients": file.recipients, "sha256": sha}))
+        meta = {"recipients": file.recipients, "sha256": sha, "kept_at": file.kept_at}
+        items.append(Outgoing(key=file.name, data=file.data, meta=meta))
         results.append(Sent(name=file.name, newly_sent=True))
     if items:
         deliver(FileBook(state, sender=sender, kind=kind), SftpTransport(client, state), items)

@@ -84,18 +84,22 @@ class StateStore:
     def write(self, relative: str, data: bytes) -> None:
         self.write_all({relative: data})
 
-    def write_all(self, files: dict[str, bytes], *, once: bool = False) -> None:
+    def write_all(self, files: dict[str, bytes], *, once: bool = False, same_as: dict[str, str] | None = None) -> None:
         """Write several files with one round of fsyncs (pipelines.storage.atomic_write_all): only
         for files that may become durable in any order among themselves (docs/decisions.md
         "Grouped fsyncs"); a file that must be on disk before another is written by a call
-        before it. `once`: archive semantics, an existing file is never overwritten."""
+        before it. `once`: archive semantics, an existing file is never overwritten. `same_as`:
+        a file of `files` -> a file of the store already written with exactly its bytes; a local
+        store gives it that file's bytes by a hard link instead of a second copy (no file of the
+        store is ever changed in place, so the two names keep the same bytes)."""
         targets = [(self.path(relative), data) for relative, data in files.items() if not (once and self.exists(relative))]
         if not targets:
             return
         made_in: list[str] = []
         for folder in dict.fromkeys(posixpath.dirname(target) for target, _ in targets):
             makedirs(self.fs, folder, unsynced=made_in)
-        atomic_write_all(self.fs, targets, made_in=made_in)
+        links = {self.path(relative): self.path(source) for relative, source in (same_as or {}).items()}
+        atomic_write_all(self.fs, targets, made_in=made_in, same_as=links)
 
     def write_once(self, relative: str, data: bytes) -> None:
         """Archive semantics: an existing file is never overwritten."""

@@ -16,7 +16,7 @@ import posixpath
 import signal
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -67,6 +67,7 @@ def atomic_write_all(
     *,
     owner: tuple[int, int] | None = None,
     made_in: Iterable[str] = (),
+    same_as: Mapping[str, str] | None = None,
 ) -> None:
     """`atomic_write` of several files at once, for files whose order among themselves does not
     matter after a power cut (docs/decisions.md "Grouped fsyncs"): every file is written under its
@@ -76,13 +77,24 @@ def atomic_write_all(
     leaves the files before the rename it reached (each whole) and temporary files (removed later
     as any dead write's); when this returns, every file is on disk. `made_in`: the folders that
     hold a folder made for these files (`make_private_folders(..., unsynced=)`), fsynced with
-    the files' own."""
+    the files' own. `same_as`: path -> a file already on disk (durable) that holds exactly that
+    path's `data`; locally the path becomes a second name of that file in its turn among the
+    renames (a hard link, which appears whole at once: no bytes written, no temporary name),
+    elsewhere `data` is written. Only for files never changed in place (every write here is a
+    new file renamed into place), so that both names keep the same bytes."""
     local = isinstance(fs, LocalFileSystem)
-    temps = [temp_name_for(path) for path, _ in files]
+    links = (same_as or {}) if local else {}
+    if links and owner is not None:
+        raise ValueError("a hard link shares its file's owner: same_as cannot hand a file to another owner")
+    # No temporary name for a link: a temporary name's age is its file's, and a linked file may
+    # be old, so a cleanup of dead writes could take a live one for a dead write's.
+    temps = [None if path in links else temp_name_for(path) for path, _ in files]
     descriptors: list[int] = []  # of the local temporary files, open until fsynced
     renamed = 0
     try:
         for temp, (_, data) in zip(temps, files):
+            if temp is None:
+                continue
             if local:
                 descriptors.append(_write_local(temp, data))
                 if owner is not None:
@@ -97,11 +109,16 @@ def atomic_write_all(
         for temp, (path, _) in zip(temps, files):
             if renamed:
                 crash_point()
-            replace(fs, temp, path)
+            if temp is None:
+                _link(links[path], path)
+            else:
+                replace(fs, temp, path)
             renamed += 1
     except BaseException:
         _close(descriptors)
         for temp in temps[renamed:]:
+            if temp is None:
+                continue
             try:
                 fs.rm_file(temp)
             except Exception:  # best effort (or never made): the temporary name is ignored by every reader
@@ -111,6 +128,18 @@ def atomic_write_all(
         for folder in dict.fromkeys([os.path.dirname(path) for path, _ in files] + list(made_in)):
             _fsync_folder(folder)
     crash_point()
+
+
+def _link(source: str, path: str) -> None:
+    """`path` as a second name of the local file `source`, replacing any other file of that name."""
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        if os.path.samefile(source, path):
+            return  # linked already (by a run that died before it could go on)
+        temp = temp_name_for(path)  # another file: replaced atomically, as any write
+        os.link(source, temp)
+        os.replace(temp, path)
 
 
 def _close(descriptors: list[int]) -> None:

@@ -321,6 +321,20 @@ def test_changed_content_gets_the_next_loebenummer(tree):
     assert [v["loebenummer"] for v in versions(tree.state, "sf6111", "2026-12", "0101")] == [1, 2]
 
 
+def test_a_version_sent_is_kept_once_under_both_its_names(tree):
+    # sent/<name>/data is the made file itself (a hard link), not a second copy of its bytes.
+    first = version(tree.state, "A")
+    send_it(tree, first)
+    made = Path(tree.state.path(f"outgoing/sf6111/2026-12/{filnavn(1)}"))
+    kept = Path(tree.state.path(f"sent/{filnavn(1)}/data"))
+    assert kept.read_bytes() == file_of("A")(1)
+    assert kept.stat().st_ino == made.stat().st_ino and kept.stat().st_nlink == 2
+    assert kept.stat().st_mode & 0o777 == 0o600
+    # A file sent without a kept copy (send, the messages' way) is written as before.
+    tree.send(name="SF6111_0147_202612_001.xml")
+    assert Path(tree.state.path("sent/SF6111_0147_202612_001.xml/data")).stat().st_nlink == 1
+
+
 def test_a_version_made_but_never_sent_is_replaced_under_the_same_number(tree):
     version(tree.state, "A")  # made; a blocking check stopped the delivery
     replaced = version(tree.state, "B")

@@ -64,3 +64,18 @@ def test_once_keeps_what_is_archived(tmp_path):
     store.write_all({"archive/f": b"second", "archive/g": b"g"}, once=True)
     assert (tmp_path / "archive" / "f").read_bytes() == b"first"
     assert (tmp_path / "archive" / "g").read_bytes() == b"g"
+
+
+def test_a_file_the_store_holds_already_gets_a_second_name_not_a_copy(tmp_path):
+    store = StateStore(str(tmp_path))
+    store.write("made/f", b"bytes")
+    # Left by a killed run: other bytes under the name (never counted: no record named them).
+    store.write("sent/f/data", b"other")
+    store.write_all({"sent/f/data": b"bytes", "sent/f/trigger": b"t"}, same_as={"sent/f/data": "made/f"})
+    made, kept = (tmp_path / "made" / "f").stat(), (tmp_path / "sent" / "f" / "data").stat()
+    assert kept.st_ino == made.st_ino and made.st_nlink == 2
+    assert (tmp_path / "sent" / "f" / "trigger").read_bytes() == b"t"
+    # Again, as a run that died after the link does: nothing changes, and no temporary is left.
+    store.write_all({"sent/f/data": b"bytes"}, same_as={"sent/f/data": "made/f"})
+    assert (tmp_path / "sent" / "f" / "data").stat().st_ino == made.st_ino
+    assert sorted(os.listdir(tmp_path / "sent" / "f")) == ["data", "trigger"]
