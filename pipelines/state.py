@@ -146,13 +146,13 @@ class StateStore:
         started = time.time()
         limit = started - older_than_seconds
         previous = self._last_sweep() if self.local else None
-        removed, left = [], []
+        removed, left = [], set()  # a temporary left before and still young is found twice
         for path, mtime in self._local_temporaries(previous) if self.local else self._remote_temporaries():
             if mtime < limit:
                 self.fs.rm_file(path)
                 removed.append(posixpath.relpath(path, self.root))
             else:
-                left.append(posixpath.relpath(path, self.root))
+                left.add(posixpath.relpath(path, self.root))
         if self.local:
             self.write_json(SWEEP_RECORD, {"started": started, "left": sorted(left)})
         return sorted(removed)
