@@ -36,7 +36,7 @@ from itertools import accumulate, islice
 import polars as pl
 
 from assets import sf6110_rules
-from assets.sf6110_rules import CaseIndex, FileToJudge, Prepared, judge_file, judge_files, prepare_file
+from assets.sf6110_rules import HISTORY_COLUMNS, CaseIndex, FileToJudge, Prepared, judge_file, judge_files, prepare_file
 from contracts.cpr import mask_cpr, mask_text
 from contracts.envelope import (
     METADATA_SUFFIX,
@@ -309,7 +309,7 @@ class _Judge:
         self.pensionssager = pensionssager
         self.cases = CaseIndex(pensionssager)
         self.snapshot = snapshot
-        self.ledger = state.ledger()
+        self.ledger = state.ledger(HISTORY_COLUMNS)  # all the judging reads (issue 11: 1.1 M rows by month 36)
         self.outcomes: dict[str, pl.DataFrame] = {}
         self.accepted_before = {
             (d["afsender"], d["sha256"]) for d in state.decisions() if d["status"] == "MODTAGET"

@@ -15,6 +15,7 @@ Everything the auditors may ask about lives here, written atomically and never d
     archive/afregning/<periode>/<stamp>.parquet               every distinct settlement of P, with netto and
                                                               walk order (what `pensionstraek explain` reads)
     index/manifest.json, index/<n>.{decisions.json,ledger.parquet}   compacted copies (below)
+    index/swept.json                                          the last sweep for orphaned temporaries
 
 A decision file is the commit point of intake: the ledger and outcome files of a FileTransferUUID
 count only once its decision exists, so a run that dies half-way is simply done again.
@@ -45,7 +46,7 @@ from pathlib import Path
 import fsspec
 import polars as pl
 
-from contracts.ledger import LEDGER_SCHEMA, empty_ledger
+from contracts.ledger import LEDGER_SCHEMA
 from pipelines.config import STATE_URL, ConfigError, check_local_or_url
 from pipelines.storage import FILE_MODE, TEMP_PREFIX, atomic_write_all, makedirs
 
@@ -59,6 +60,10 @@ TEMP_GRACE_SECONDS = 300
 # a run reads at most about 2 × these many files whatever the history.
 LOOSE_LIMIT = 64
 SEGMENT_LIMIT = 8
+
+# When the last sweep for orphaned temporaries started, and the temporaries it left (too young):
+# `remove_orphaned_temporaries` lists only the folders changed since.
+SWEEP_RECORD = "index/swept.json"
 
 
 class StateStore:
@@ -138,34 +143,70 @@ class StateStore:
 
     def remove_orphaned_temporaries(self, older_than_seconds: float = TEMP_GRACE_SECONDS) -> list[str]:
         """Remove what killed writes left (TEMP_PREFIX names) untouched for `older_than_seconds`.
-        Temporary files are not state: nothing ever reads them (`listdir` hides them)."""
-        limit = time.time() - older_than_seconds
-        removed = []
-        for path, mtime in self._temporaries():
+        Temporary files are not state (`listdir` hides them, nothing ever reads them). A local
+        store is searched only where a temporary can have been made since the last sweep (see
+        `_local_temporaries`): the store holds a folder per file ever sent, and walking them all
+        grew every intake with the history (issue 11)."""
+        started = time.time()
+        limit = started - older_than_seconds
+        previous = self._last_sweep() if self.local else None
+        removed, left = [], set()  # a temporary left before and still young is found twice
+        for path, mtime in self._local_temporaries(previous) if self.local else self._remote_temporaries():
             if mtime < limit:
                 self.fs.rm_file(path)
                 removed.append(posixpath.relpath(path, self.root))
+            else:
+                left.add(posixpath.relpath(path, self.root))
+        if self.local:
+            self.write_json(SWEEP_RECORD, {"started": started, "left": sorted(left)})
         return sorted(removed)
 
-    def _temporaries(self) -> Iterator[tuple[str, float]]:
-        """(path, mtime) of every temporary file in the store. A local store is walked by the OS,
-        which names the entries without a stat of each: fsspec's `find` stats every file of the
-        history (0.6 s of CPU for the 50,000 files of two years, in every intake: issue 11)."""
-        if not self.local:
-            for path, info in self.fs.find(self.root, detail=True).items():
-                if posixpath.basename(path).startswith(TEMP_PREFIX) and info.get("type") == "file":
-                    yield path, _mtime(info)
-            return
-        for folder, _, names in os.walk(self.root):
-            for name in names:
-                if name.startswith(TEMP_PREFIX):
-                    path = posixpath.join(folder, name)
-                    try:
-                        status = os.stat(path)
-                    except FileNotFoundError:
-                        continue  # renamed into place meanwhile: a live write
-                    if stat.S_ISREG(status.st_mode):
-                        yield path, status.st_mtime
+    def _last_sweep(self) -> dict | None:
+        with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+            record = self.read_json(SWEEP_RECORD)
+            return {"started": float(record["started"]), "left": [str(path) for path in record["left"]]}
+        return None
+
+    def _remote_temporaries(self) -> Iterator[tuple[str, float]]:
+        """(path, mtime) of every temporary file in a store that is not local."""
+        for path, info in self.fs.find(self.root, detail=True).items():
+            if posixpath.basename(path).startswith(TEMP_PREFIX) and info.get("type") == "file":
+                yield path, _mtime(info)
+
+    def _local_temporaries(self, previous: dict | None) -> Iterator[tuple[str, float]]:
+        """(path, mtime) of the temporary files of a local store that the sweep `previous`
+        (`SWEEP_RECORD`) did not see removed: the ones it left (too young then), and those in a
+        folder changed since it started. A temporary file is made in its target's folder, which
+        changes that folder's mtime; so a folder without subfolders (its link count is 2) that has
+        not changed since is not listed. Where the file system does not count subfolders in the
+        link count, every folder is listed, as without a previous sweep."""
+        # A margin for a clock that steps back a little; listing a folder too many is harmless.
+        since = previous["started"] - TEMP_GRACE_SECONDS if previous else None
+        if previous:
+            for relative in previous["left"]:
+                with contextlib.suppress(FileNotFoundError, ValueError):
+                    yield from self._temporary(self.path(relative))
+        folders = [self.root]
+        while folders:
+            folder = folders.pop()
+            with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith(TEMP_PREFIX) and entry.is_file(follow_symlinks=False):
+                        yield from self._temporary(entry.path)
+                    elif entry.is_dir(follow_symlinks=False):
+                        with contextlib.suppress(FileNotFoundError):
+                            status = entry.stat(follow_symlinks=False)
+                            if since is None or status.st_nlink != 2 or status.st_mtime >= since:
+                                folders.append(entry.path)
+
+    @staticmethod
+    def _temporary(path: str) -> Iterator[tuple[str, float]]:
+        try:
+            status = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return  # renamed into place meanwhile: a live write
+        if stat.S_ISREG(status.st_mode):
+            yield path, status.st_mtime
 
     # --- intake -----------------------------------------------------------------------------
 
@@ -192,23 +233,24 @@ class StateStore:
         self.write_all(frames)  # in any order: neither counts before the decision
         self.write_json(self.decision_path(uuid), decision)
 
-    def ledger(self) -> pl.DataFrame:
+    def ledger(self, columns: tuple[str, ...] | None = None) -> pl.DataFrame:
         """Every registered instruction of every committed file (settlement.md's input), in no
-        particular order (the rules sort)."""
-        return self._read_ledger(self._ledger_files())
+        particular order (the rules sort); only `columns` of it, if given (the rest is not read)."""
+        return self._read_ledger(self._ledger_files(), columns)
 
-    def _read_ledger(self, relatives: list[str]) -> pl.DataFrame:
+    def _read_ledger(self, relatives: list[str], columns: tuple[str, ...] | None = None) -> pl.DataFrame:
         """The ledger files `relatives` as one frame, in their order. A local store's in one read:
         polars reads the files side by side, for half the CPU of a read each (issue 11: compacting
         reads a run's 98 files)."""
+        schema = LEDGER_SCHEMA if columns is None else pl.Schema({c: LEDGER_SCHEMA[c] for c in columns})
         if not relatives:
-            return empty_ledger()
+            return pl.DataFrame(schema=schema)
         if self.local:
             paths = [self.path(relative) for relative in relatives]
-            frame = pl.read_parquet(paths, glob=False, hive_partitioning=False)  # the names as they are
+            frame = pl.read_parquet(paths, columns=list(schema), glob=False, hive_partitioning=False)  # the names as they are
         else:
-            frame = pl.concat([self.read_frame(relative) for relative in relatives], how="vertical")
-        return frame.cast(LEDGER_SCHEMA)
+            frame = pl.concat([self.read_frame(relative).select(schema.names()) for relative in relatives], how="vertical")
+        return frame.cast(schema)
 
     def ledger_rows(self) -> int:
         """`ledger().height`, from the files' parquet footers: the history is not decoded (an

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -266,6 +267,28 @@ def test_a_local_and_a_remote_state_store_find_the_same_orphans(tmp_path):
         ]
         assert store.exists("archive/received/u1/SF6110_0101_1.xml") and store.exists("sent/a/record.json")
         assert store.fs.isdir(store.path(f"sent/{TEMP_PREFIX}folder"))
+
+
+def test_a_sweep_finds_what_a_killed_write_left_since_the_last_one(tmp_path):
+    """The sweep lists only folders changed since the last one, and looks again at what it left."""
+    store = StateStore(str(tmp_path))
+    for name in ("a", "b", "c"):
+        store.write(f"sent/{name}/record.json", b"{}")
+    assert store.remove_orphaned_temporaries() == []
+    long_ago = time.time() - 86_400
+    for name in ("a", "b", "c"):
+        os.utime(store.path(f"sent/{name}"), (long_ago, long_ago))
+    dead = Path(store.path("sent/b")) / f"{TEMP_PREFIX}dead"
+    dead.write_bytes(b"half")  # b changes: listed
+    os.utime(dead, (long_ago, long_ago))
+    young = Path(store.path("sent/c")) / f"{TEMP_PREFIX}young"
+    young.write_bytes(b"half")
+    assert store.remove_orphaned_temporaries(older_than_seconds=60) == [f"sent/b/{TEMP_PREFIX}dead"]
+    assert young.exists()  # too young then, so left; its folder then unchanged for a day
+    os.utime(young, (long_ago, long_ago))
+    os.utime(store.path("sent/c"), (long_ago, long_ago))
+    assert store.remove_orphaned_temporaries(older_than_seconds=60) == [f"sent/c/{TEMP_PREFIX}young"]
+    assert store.exists("sent/a/record.json") and store.exists("sent/c/record.json")
 
 
 def test_state_resource_defaults_are_the_spec_defaults():

@@ -45,12 +45,15 @@ def _taken_in(root: Path, workers: int) -> Path:
 
 
 def _state(root: Path) -> dict[str, bytes]:
-    """Every file of the state store and of UDK's OUT/, the decisions without the moment made."""
+    """Every file of the state store and of UDK's OUT/, the decisions without the moment made (and
+    without the sweep record: when the last sweep for orphaned temporaries started)."""
     files = {}
     for folder in (root / "state", root / "exchange" / "udk-pension" / "OUT"):
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and "locks" not in p.parts):
             data = path.read_bytes()
             relative = str(path.relative_to(root))
+            if relative == "state/index/swept.json":
+                continue
             if relative.startswith("state/intake/") and relative.endswith(".json"):
                 record = json.loads(data)
                 record.pop("decided_at")
