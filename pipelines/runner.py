@@ -70,9 +70,9 @@ def instance() -> dg.DagsterInstance:
         settings = home_path / "dagster.yaml"
         if not settings.exists() or settings.read_text() in _EARLIER_DAGSTER_YAML:
             atomic_write(fsspec.filesystem("file"), str(settings), DEFAULT_DAGSTER_YAML.encode())
-        from pipelines.sqlite_instance import keep_engines
+        from pipelines.sqlite_instance import for_command
 
-        opened = keep_engines(dg.DagsterInstance.get())  # a command's engines kept (issue 11)
+        opened = for_command(dg.DagsterInstance.get())  # a command's engines kept (issue 11)
         # The storages are made on first use: use them while the lock is held.
         opened.get_runs(limit=1)
         opened.event_log_storage.get_maximum_record_id()
