@@ -15,16 +15,15 @@ no lock and no read snapshot that another process waits for. What reaches the di
 the same; SQLite checkpoints when the WAL reaches its size, and the engines are disposed of (their
 connections closed, the WAL checkpointed) when the command's process exits.
 
-Dagster's storages also ask the schema what it has (a table, a column, a data migration done)
-before most statements, each time: a yes is remembered for the command (a migration adds, it does
-not take away while a command runs). The run's stdout and stderr go to the same compute-log files
-as with Dagster's local compute-log manager, without its mirror to the terminal (four processes a
-run; `_ComputeLogManager`).
+Dagster's storages also ask the schema what it has (a table, a column, a data migration done),
+and whether a dynamic partition exists, before most statements, each time: a yes is remembered
+for the command (a migration adds, it does not take away while a command runs; `_once_true`).
+The run's stdout and stderr go to the same compute-log files as with Dagster's local compute-log
+manager, without its mirror to the terminal (four processes a run; `_ComputeLogManager`).
 
 Only an instance whose storages are exactly Dagster's SQLite classes (and its compute logs the
-local files) is changed; PostgreSQL
-(deploy/dagster.yaml) and any other storage are left as they are. The webserver and the daemon
-open the same files with Dagster's own classes."""
+local files) is changed; PostgreSQL (deploy/dagster.yaml) and any other storage are left as they
+are. The webserver and the daemon open the same files with Dagster's own classes."""
 
 from __future__ import annotations
 
@@ -150,12 +149,28 @@ class _EventLogStorage(SqliteEventLogStorage):
         base = super()
         return _once_true(self, ("secondary index", name), lambda: base.has_secondary_index(name))
 
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        # Asked for each partition key of each step's events and checks: 50 times in a settlement
+        # of one period. A period or a file partition is never removed for good (sync_periods
+        # deletes a period only to add it again in order, pipelines/partitions.py), and one this
+        # process deletes is forgotten, so a yes stays true while the command runs.
+        base = super()
+        return _once_true(
+            self, ("dynamic partition", partitions_def_name, partition_key),
+            lambda: base.has_dynamic_partition(partitions_def_name, partition_key),
+        )
 
-def _once_true(storage, question: tuple[str, str], ask) -> bool:
-    """`ask()`, remembered by `storage` once it is True. What Dagster asks of a schema (a table, a
-    column, a data migration completed) is made by a migration and never undone while a command
-    runs, so a yes stays a yes; a no is asked again (another process may migrate meanwhile)."""
-    known = storage.__dict__.setdefault("_pensionstraek_schema", set())
+    def delete_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> None:
+        super().delete_dynamic_partition(partitions_def_name, partition_key)
+        self.__dict__.get("_pensionstraek_known", set()).discard(("dynamic partition", partitions_def_name, partition_key))
+
+
+def _once_true(storage, question: tuple[str, ...], ask) -> bool:
+    """`ask()`, remembered by `storage` once it is True, for a question whose yes stays a yes while
+    a command runs. What Dagster asks of a schema (a table, a column, a data migration completed)
+    is made by a migration and never undone; a dynamic partition, see `has_dynamic_partition`. A
+    no is asked again (another process may migrate, or add the partition, meanwhile)."""
+    known = storage.__dict__.setdefault("_pensionstraek_known", set())
     if question not in known and ask():
         known.add(question)
     return question in known

@@ -63,3 +63,15 @@ def test_a_runs_output_is_in_its_compute_logs_as_the_ui_reads_them(tmp_path, mon
     assert manager.is_capture_complete(log_key)
     data = manager.get_log_data(log_key)
     assert b"til stdout" in data.stdout and b"til stderr" in data.stderr
+
+
+def test_a_dynamic_partition_found_is_remembered_until_this_process_deletes_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    on = runner.instance()
+    assert not on.has_dynamic_partition("periode", "2026-05")
+    on.add_dynamic_partitions("periode", ["2026-05"])
+    assert on.has_dynamic_partition("periode", "2026-05")
+    on.delete_dynamic_partition("periode", "2026-05")
+    assert not on.has_dynamic_partition("periode", "2026-05")
+    on.add_dynamic_partitions("periode", ["2026-05"])  # as sync_periods re-adds it, in order
+    assert on.has_dynamic_partition("periode", "2026-05")
