@@ -55,7 +55,7 @@ NATIONAL_INSTRUCTIONS = 300_000
 # "checks" (a check's own decoding is check time).
 STEP_RULES = [
     ("start-up/imports", "<frozen importlib", None),
-    ("Dagster (run set-up, events, instance)", "/dagster/", None),
+    ("Dagster (run set-up, events, instance)", "/site-packages/dagster/", None),  # not a checkout named dagster
     ("Dagster (run set-up, events, instance)", "/dagster_shared/", None),
     ("reading", "pipelines/exchange.py", {"read", "list_deliveries", "list_receipts", "listdir", "_entries", "exists"}),
     ("reading", "pipelines/state.py", {"read", "read_frame", "read_json", "listdir", "exists", "outcomes", "sent_record", "sent_records"}),

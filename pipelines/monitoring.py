@@ -119,7 +119,10 @@ class _ProcessRecordingExecutor(dg.Executor):
         return self._inner.step_dependency_config
 
     def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
-        record_run_process(plan_context.instance, plan_context.run_id)
+        # A run the command line made names this process already; a launched run (or a
+        # re-execution, with its parent's tags) is tagged here.
+        if not run_process_tags(plan_context.run_id).items() <= plan_context.dagster_run.tags.items():
+            record_run_process(plan_context.instance, plan_context.run_id)
         yield from self._inner.execute(plan_context, execution_plan)
 
 

@@ -70,9 +70,9 @@ def instance() -> dg.DagsterInstance:
         settings = home_path / "dagster.yaml"
         if not settings.exists() or settings.read_text() in _EARLIER_DAGSTER_YAML:
             atomic_write(fsspec.filesystem("file"), str(settings), DEFAULT_DAGSTER_YAML.encode())
-        from pipelines.sqlite_instance import keep_engines
+        from pipelines.sqlite_instance import for_command
 
-        opened = keep_engines(dg.DagsterInstance.get())  # a command's engines kept (issue 11)
+        opened = for_command(dg.DagsterInstance.get())  # a command's engines kept (issue 11)
         # The storages are made on first use: use them while the lock is held.
         opened.get_runs(limit=1)
         opened.event_log_storage.get_maximum_record_id()
@@ -177,6 +177,7 @@ def execute(job: dg.JobDefinition, on: dg.DagsterInstance, tags: dict[str, str])
     second process, so the fixed cost of a command stays low)."""
     from dagster._core.definitions.job_base import InMemoryJob
     from dagster._core.execution.api import execute_run
+    from dagster._core.utils import make_new_run_id
 
     run_config = {
         # The command prints its own summary and a one-line reason on failure; Dagster's event log,
@@ -187,16 +188,17 @@ def execute(job: dg.JobDefinition, on: dg.DagsterInstance, tags: dict[str, str])
     # A run whose process died (kill -9) stays STARTED: mark it failed before starting another
     # (pipelines/monitoring.py), so that the run history is true and the sensor goes on.
     fail_dead_runs(on)
+    run_id = make_new_run_id()
     run = on.create_run_for_job(
         job_def=job,
+        run_id=run_id,
         run_config=run_config,
-        tags={**job.run_tags, **tags},
+        # This process does the run's work, from the run's first moment.
+        tags={**job.run_tags, **tags, **run_process_tags(run_id)},
         remote_job_origin=remote_origin,
         job_code_origin=code_origin,
     )
-    # This process does the run's work, from its first moment (the executor tags it again).
-    on.add_run_tags(run.run_id, run_process_tags(run.run_id))
-    return execute_run(InMemoryJob(job), on.get_run_by_id(run.run_id), on)
+    return execute_run(InMemoryJob(job), run, on)
 
 
 @cache

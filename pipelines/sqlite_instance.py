@@ -15,13 +15,20 @@ no lock and no read snapshot that another process waits for. What reaches the di
 the same; SQLite checkpoints when the WAL reaches its size, and the engines are disposed of (their
 connections closed, the WAL checkpointed) when the command's process exits.
 
-Only an instance whose storages are exactly Dagster's SQLite classes is changed; PostgreSQL
-(deploy/dagster.yaml) and any other storage are left as they are. The webserver and the daemon
-open the same files with Dagster's own classes."""
+Dagster's storages also ask the schema what it has (a table, a column, a data migration done),
+and whether a dynamic partition exists, before most statements, each time: a yes is remembered
+for the command (a migration adds, it does not take away while a command runs; `_once_true`).
+The run's stdout and stderr go to the same compute-log files as with Dagster's local compute-log
+manager, without its mirror to the terminal (four processes a run; `_ComputeLogManager`).
+
+Only an instance whose storages are exactly Dagster's SQLite classes (and its compute logs the
+local files) is changed; PostgreSQL (deploy/dagster.yaml) and any other storage are left as they
+are. The webserver and the daemon open the same files with Dagster's own classes."""
 
 from __future__ import annotations
 
 import atexit
+import sys
 import threading
 import weakref
 from collections.abc import Iterator
@@ -31,11 +38,15 @@ from pathlib import Path
 import dagster as dg
 from alembic.config import Config as AlembicConfig
 from alembic.script import ScriptDirectory
+from dagster._core.execution.compute_logs import redirect_to_file
+from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
+from dagster._core.storage.local_compute_log_manager import IO_TYPE_EXTENSION, LocalComputeLogManager
 from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
 from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
 from dagster._core.storage.sql import create_engine
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._utils import ensure_file, touch_file
 from sqlalchemy import event
 
 _engines_lock = threading.Lock()
@@ -77,6 +88,15 @@ class _RunStorage(SqliteRunStorage):
             with conn.begin():
                 yield conn
 
+    def has_run_stats_index_cols(self) -> bool:
+        # Asked (a PRAGMA of the runs table) whenever a run is stored or read: 7 times in an empty intake.
+        return _once_true(self, ("runs columns", "start_time, end_time"), super().has_run_stats_index_cols)
+
+    def has_built_index(self, migration_name: str) -> bool:
+        # Whether a data migration of the runs is complete, asked before run queries.
+        base = super()
+        return _once_true(self, ("secondary index", migration_name), lambda: base.has_built_index(migration_name))
+
 
 class _ScheduleStorage(SqliteScheduleStorage):
     @contextmanager
@@ -104,29 +124,93 @@ class _EventLogStorage(SqliteEventLogStorage):
     def has_table(self, table_name: str) -> bool:
         # Dagster asks whether the index has a table (asset_event_tags, dynamic_partitions,
         # asset_check_executions, ...) before most statements that use one, each time through a
-        # new engine: ~80 times in a national settlement. A table a migration made is not dropped
-        # while a command runs, so one found is remembered; one missing is asked again.
+        # new engine: ~80 times in a national settlement.
         # Not through `index_connection`: Dagster asks while it holds that (`_db_lock`).
-        found = self.__dict__.setdefault("_pensionstraek_tables", set())
-        if table_name not in found:
+        def ask() -> bool:
             engine = _engine(
                 self, self.conn_string_for_shard(INDEX_SHARD_NAME), connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS}
             )
             with engine.connect() as conn:
-                if engine.dialect.has_table(conn, table_name):
-                    found.add(table_name)
-        return table_name in found
+                return engine.dialect.has_table(conn, table_name)
+
+        return _once_true(self, ("table", table_name), ask)
+
+    def _has_asset_key_col_on_connection(self, conn, column_name: str) -> bool:
+        # Asked (a PRAGMA of the asset_keys table) for every asset event and asset record read:
+        # 20 times in an empty intake. `has_asset_key_col` asks through this one.
+        base = super()
+        return _once_true(
+            self, ("asset_keys column", column_name), lambda: base._has_asset_key_col_on_connection(conn, column_name)
+        )
+
+    def has_secondary_index(self, name: str) -> bool:
+        # Whether a data migration of the index is complete, asked before asset queries: 12 times
+        # in an empty intake.
+        base = super()
+        return _once_true(self, ("secondary index", name), lambda: base.has_secondary_index(name))
+
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        # Asked for each partition key of each step's events and checks: 50 times in a settlement
+        # of one period. A period or a file partition is never removed for good (sync_periods
+        # deletes a period only to add it again in order, pipelines/partitions.py), and one this
+        # process deletes is forgotten, so a yes stays true while the command runs.
+        base = super()
+        return _once_true(
+            self, ("dynamic partition", partitions_def_name, partition_key),
+            lambda: base.has_dynamic_partition(partitions_def_name, partition_key),
+        )
+
+    def delete_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> None:
+        super().delete_dynamic_partition(partitions_def_name, partition_key)
+        self.__dict__.get("_pensionstraek_known", set()).discard(("dynamic partition", partitions_def_name, partition_key))
 
 
-_FASTER = {SqliteRunStorage: _RunStorage, SqliteScheduleStorage: _ScheduleStorage, SqliteEventLogStorage: _EventLogStorage}
+def _once_true(storage, question: tuple[str, ...], ask) -> bool:
+    """`ask()`, remembered by `storage` once it is True, for a question whose yes stays a yes while
+    a command runs. What Dagster asks of a schema (a table, a column, a data migration completed)
+    is made by a migration and never undone; a dynamic partition, see `has_dynamic_partition`. A
+    no is asked again (another process may migrate, or add the partition, meanwhile)."""
+    known = storage.__dict__.setdefault("_pensionstraek_known", set())
+    if question not in known and ask():
+        known.add(question)
+    return question in known
 
 
-def keep_engines(instance: dg.DagsterInstance) -> dg.DagsterInstance:
-    """`instance`, its SQLite storages reached through kept engines (see the module docstring)."""
-    for storage in (instance.run_storage, instance.event_log_storage, instance.schedule_storage):
-        faster = _FASTER.get(type(storage))
-        if faster is not None:
-            storage.__class__ = faster
+class _ComputeLogManager(LocalComputeLogManager):
+    """The run's stdout and stderr captured into the same files as Dagster's (the UI's "stdout" and
+    "stderr" of the run, and the file saying the capture is complete), without mirroring them back
+    to the terminal. Dagster's mirror is a `tail -F` of each file and a Python process watching
+    each tail: four processes started and stopped per run, for output the command does not show
+    (it prints its own summary, and a failure's trace stays in the run: operations.md "The command
+    line")."""
+
+    @contextmanager
+    def capture_logs(self, log_key) -> Iterator[CapturedLogContext]:
+        outpath = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDOUT])
+        errpath = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDERR])
+        ensure_file(outpath)
+        ensure_file(errpath)
+        with redirect_to_file(sys.stdout, outpath), redirect_to_file(sys.stderr, errpath):
+            yield CapturedLogContext(log_key)
+        touch_file(self.complete_artifact_path(log_key))
+
+
+_FOR_COMMAND = {
+    SqliteRunStorage: _RunStorage,
+    SqliteScheduleStorage: _ScheduleStorage,
+    SqliteEventLogStorage: _EventLogStorage,
+    LocalComputeLogManager: _ComputeLogManager,
+}
+
+
+def for_command(instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """`instance` for a command's process: its SQLite storages reached through kept engines, its
+    compute logs captured without a mirror (see the module docstring)."""
+    parts = (instance.run_storage, instance.event_log_storage, instance.schedule_storage, instance.compute_log_manager)
+    for part in parts:
+        replacement = _FOR_COMMAND.get(type(part))
+        if replacement is not None:
+            part.__class__ = replacement
     return instance
 
 

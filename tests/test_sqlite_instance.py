@@ -3,8 +3,10 @@ tables and answers as Dagster's own SQLite storages, through engines kept for th
 
 from __future__ import annotations
 
+import sys
 import threading
 
+import dagster as dg
 import sqlalchemy as sa
 
 from pipelines import runner
@@ -37,3 +39,39 @@ def test_asking_for_a_table_while_dagster_holds_the_index_connection_does_not_wa
         asking.start()
         asking.join(timeout=30)
     assert answers == [True]
+
+
+def test_a_runs_output_is_in_its_compute_logs_as_the_ui_reads_them(tmp_path, monkeypatch):
+    # The command's capture writes Dagster's own files (without mirroring them to the terminal):
+    # the UI reads a run's stdout and stderr through the instance's compute-log manager.
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    on = runner.instance()
+
+    @dg.op
+    def speaks() -> None:
+        print("til stdout")
+        print("til stderr", file=sys.stderr)
+
+    @dg.job
+    def speaking():
+        speaks()
+
+    result = speaking.execute_in_process(instance=on)
+    [captured] = [e for e in on.all_logs(result.run_id) if e.dagster_event_type == dg.DagsterEventType.LOGS_CAPTURED]
+    log_key = [result.run_id, "compute_logs", captured.dagster_event.logs_captured_data.file_key]
+    manager = on.compute_log_manager
+    assert manager.is_capture_complete(log_key)
+    data = manager.get_log_data(log_key)
+    assert b"til stdout" in data.stdout and b"til stderr" in data.stderr
+
+
+def test_a_dynamic_partition_found_is_remembered_until_this_process_deletes_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    on = runner.instance()
+    assert not on.has_dynamic_partition("periode", "2026-05")
+    on.add_dynamic_partitions("periode", ["2026-05"])
+    assert on.has_dynamic_partition("periode", "2026-05")
+    on.delete_dynamic_partition("periode", "2026-05")
+    assert not on.has_dynamic_partition("periode", "2026-05")
+    on.add_dynamic_partitions("periode", ["2026-05"])  # as sync_periods re-adds it, in order
+    assert on.has_dynamic_partition("periode", "2026-05")
