@@ -14,6 +14,7 @@ import polars as pl
 from assets.register import PENSIONSBEREGNING, PENSIONSSAGER
 from assets.settlement_rules import (
     active_requests,
+    may_start_activity,
     settle_with_trail,
     settlement_summary,
     violations_one_outcome,
@@ -129,7 +130,8 @@ def aktive_anmodninger(
     if problems:
         raise dg.Failure(description="Afregningen kan ikke køre: " + "; ".join(problems))
 
-    ledger = store.ledger()
+    # Only the requests that can be active in one of the periods (the rules judge the rest alike).
+    ledger = store.ledger_of_requests(pl.any_horizontal([may_start_activity(p) for p in periods_of(context)]))
     metadata = {}
     for periode in periods_of(context):
         active = active_requests(ledger, periode)

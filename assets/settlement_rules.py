@@ -63,6 +63,16 @@ def _in_force(by_request: pl.DataFrame, periode: str) -> pl.DataFrame:
     return candidates.filter(pl.col("request").ne_missing(pl.col("request").shift(-1)))
 
 
+def may_start_activity(periode: str) -> pl.Expr:
+    """Whether a ledger row is an OPRET or AENDR from `periode` or earlier that lasts into it:
+    only a request with such a row can have a version in force in `periode` that is active."""
+    return (
+        (pl.col("fra_periode") <= periode)
+        & pl.col("handling").is_in(["OPRET", "AENDR"])
+        & (pl.col("til_periode").is_null() | (pl.lit(periode) <= pl.col("til_periode")))
+    )
+
+
 def active_requests(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
     """The requests active in `periode`, each with the amount and Traekart of its version in force.
 
@@ -75,11 +85,7 @@ def active_requests(ledger: pl.DataFrame, periode: str) -> pl.DataFrame:
     # told by a hash of the identity, cheaper than comparing its two texts: a collision only
     # lets another request's rows through, and those are then not active.
     identity = pl.struct(REQUEST).hash()
-    candidates = ledger.filter(
-        (pl.col("fra_periode") <= periode)
-        & pl.col("handling").is_in(["OPRET", "AENDR"])
-        & (pl.col("til_periode").is_null() | (pl.lit(periode) <= pl.col("til_periode")))
-    ).select(identity)
+    candidates = ledger.filter(may_start_activity(periode)).select(identity)
     by_request = _by_request(ledger.filter(identity.is_in(candidates.to_series().implode())))
     # Walk order uses the modtaget of the request's OPRET, which exists whatever the FraPeriode of
     # the version in force (an AENDR may start the request earlier than its OPRET, sf6110.md).

@@ -252,6 +252,22 @@ class StateStore:
             frame = pl.concat([self.read_frame(relative).select(schema.names()) for relative in relatives], how="vertical")
         return frame.cast(schema)
 
+    def ledger_of_requests(self, selects: pl.Expr) -> pl.DataFrame:
+        """`ledger()`'s rows of every request (kommunekode, anmodning_id) with at least one row
+        that `selects` holds for, all of each such request's rows. A settlement needs only the
+        requests that can be active: after three years (10 % scale) they are 3 % of the ledger,
+        and reading all of it had grown the settlement's CPU from 0.06 to 0.5 s (issue 11)."""
+        relatives = self._ledger_files()
+        if not relatives:
+            return pl.DataFrame(schema=LEDGER_SCHEMA)
+        if self.local:
+            paths = [self.path(relative) for relative in relatives]
+            ledger = pl.scan_parquet(paths, glob=False, hive_partitioning=False)  # the names as they are
+        else:
+            ledger = self._read_ledger(relatives).lazy()
+        requests = ledger.filter(selects).select("kommunekode", "anmodning_id").unique()
+        return ledger.join(requests, on=["kommunekode", "anmodning_id"], how="semi").collect().cast(LEDGER_SCHEMA)
+
     def ledger_rows(self) -> int:
         """`ledger().height`, from the files' parquet footers: the history is not decoded (an
         empty intake reported its ledger's size by loading all of it: issue 11, the fixed cost)."""

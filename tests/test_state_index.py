@@ -129,3 +129,27 @@ def test_the_ledger_is_counted_alike_on_any_filesystem(tmp_path: Path) -> None:
             store.compact(loose_limit=3, segment_limit=2)
             assert store.ledger_rows() == store.ledger().height
         assert store.ledger_rows() == sum(0 if n % 3 == 0 else 1 + n % 2 for n in range(1, 12))
+
+
+def test_the_ledger_of_requests_has_every_row_of_each_selected_request_and_no_other(tmp_path: Path) -> None:
+    """ledger_of_requests (what a settlement reads): a request is in when one of its rows is
+    selected, and then with all its rows, those of other files (compacted or loose) too."""
+    for url in (str(tmp_path), f"memory://{tmp_path.name}"):
+        store = StateStore(url)
+        for number in range(1, 12):
+            commit(store, number)
+            store.compact(loose_limit=3, segment_limit=2)
+        # A later file stops request A5-0, registered by uuid-0005 (now in a segment).
+        stop = store.ledger().filter(pl.col("anmodning_id") == "A5-0").with_columns(
+            handling=pl.lit("OPHOER"), traekart=pl.lit(None), beloeb_oere=pl.lit(None),
+            file_transfer_uuid=pl.lit("uuid-0100"), filnavn=pl.lit("SF6110_0101_100.xml"),
+        )  # fmt: skip
+        decision = {"file_transfer_uuid": "uuid-0100", "filnavn": "SF6110_0101_100.xml",
+                    "modtaget": "2027-01-02T00:00:00+00:00", "status": "MODTAGET", "antal_modtaget": 1}  # fmt: skip
+        store.commit_decision(decision, pl.DataFrame({"position": [0], "status": ["MODTAGET"]}), stop)
+        selected = store.ledger_of_requests((pl.col("file_transfer_uuid") == "uuid-0005") & (pl.col("handling") == "OPRET"))
+        expected = store.ledger().filter(pl.col("anmodning_id").is_in(["A5-0", "A5-1"]))
+        assert selected.schema == LEDGER_SCHEMA
+        assert selected.sort("file_transfer_uuid", "anmodning_id").equals(expected.sort("file_transfer_uuid", "anmodning_id"))
+        assert sorted(selected["handling"].to_list()) == ["OPHOER", "OPRET", "OPRET"]
+        assert store.ledger_of_requests(pl.col("anmodning_id") == "none").height == 0
