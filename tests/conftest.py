@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +74,13 @@ def browser():
 
     with chromium() as launched:
         yield launched
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """SIGTERM back to its default before each test. A Dagster run executed in this process maps
+    SIGTERM to SIGINT's handler (dagster._utils.interrupts), and a suite started as a background
+    job has SIGINT ignored: SIGTERM then stays ignored, and every process a later test starts
+    inherits that (a sleep it stopped with SIGTERM lived on until killed: CI, 2026-12-02)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
