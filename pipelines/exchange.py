@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import os
 import posixpath
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +38,15 @@ from pipelines.config import (
     parse_exchange_url,
 )
 from contracts.envelope import METADATA_SUFFIX, RECEIPT_SUFFIX, is_valid_envelope_name
-from pipelines.storage import TEMP_PREFIX, atomic_write_all, crash_point, make_private_folders, replace
+from pipelines.storage import (
+    TEMP_PREFIX,
+    atomic_write_all,
+    crash_point,
+    hint_of,
+    hinted_name,
+    make_private_folders,
+    replace,
+)
 
 T = TypeVar("T")
 
@@ -412,14 +419,10 @@ def _remove_temporaries_of(fs: fsspec.AbstractFileSystem, paths: list[str]) -> N
         _remove_temporaries_in(fs, folder, names)
 
 
-# A temporary name of pipelines.storage.temp_name_for, the hint of the real name in its group.
-_TEMPORARY = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}-(.*)", re.DOTALL)
-
-
 def _remove_temporaries_in(fs: fsspec.AbstractFileSystem, folder: str, names: list[str]) -> None:
     # The hints looked up in a set: a regular expression of the names made for each write cost
     # more than the write's listing (a send's hundreds of names, compiled anew every time).
-    hints = {name[:48] for name in names}
+    hints = {hint_of(name) for name in names}
     # Locally the folder's names straight from the OS: fsspec's listing makes an entry per file,
     # and a period's send lists OUT/ once per file (hundreds of files: a second per period).
     entries = (
@@ -428,8 +431,8 @@ def _remove_temporaries_in(fs: fsspec.AbstractFileSystem, folder: str, names: li
         else fs.ls(folder, detail=False)
     )
     for entry in entries:
-        temporary = _TEMPORARY.fullmatch(posixpath.basename(entry.rstrip("/")))
-        if temporary and temporary.group(1) in hints:
+        hint = hinted_name(posixpath.basename(entry.rstrip("/")))
+        if hint is not None and hint in hints:
             try:
                 fs.rm_file(entry)
             except FileNotFoundError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
+import re
 import signal
 import sys
 import uuid
@@ -44,11 +45,26 @@ def crash_point() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+# Only a hint of the real name goes into a temporary name, so that it stays within the file
+# system's 255-byte limit even for a 255-character target name (exchange.md allows those).
+_HINT_LENGTH = 48
+_TEMPORARY = re.compile(re.escape(TEMP_PREFIX) + r"[0-9a-f]{32}-(.*)", re.DOTALL)
+
+
 def temp_name_for(path: str) -> str:
     folder, name = posixpath.split(path)
-    # Only a hint of the real name, so that the temporary name stays within the file system's
-    # 255-byte limit even for a 255-character target name (exchange.md allows those).
-    return posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{name[:48]}")[:4096]
+    return posixpath.join(folder, f"{TEMP_PREFIX}{uuid.uuid4().hex}-{hint_of(name)}")[:4096]
+
+
+def hint_of(name: str) -> str:
+    """The part of a file's name that temp_name_for puts into the names of its temporaries."""
+    return name[:_HINT_LENGTH]
+
+
+def hinted_name(temporary_name: str) -> str | None:
+    """The hint of the real name in a temp_name_for name (a bare file name), or None if it is not one."""
+    temporary = _TEMPORARY.fullmatch(temporary_name)
+    return temporary.group(1) if temporary else None
 
 
 def atomic_write(
