@@ -7,7 +7,9 @@ import contextlib
 import fcntl
 import os
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -198,7 +200,16 @@ def execute(job: dg.JobDefinition, on: dg.DagsterInstance, tags: dict[str, str])
         remote_job_origin=remote_origin,
         job_code_origin=code_origin,
     )
-    return execute_run(InMemoryJob(job), run, on)
+    # Dagster maps SIGTERM to SIGINT's handler while it runs, and leaves it so: a command started
+    # as a background job of a script (SIGINT ignored) would ignore SIGTERM from then on, and so
+    # would every process it starts. SIGTERM is given back as it was (docs/decisions.md).
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        return execute_run(InMemoryJob(job), run, on)
+    finally:
+        # None: a handler not set from Python, which Python cannot set back.
+        if sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sigterm)
 
 
 @cache

@@ -110,6 +110,23 @@ def test_the_sensor_fails_an_intake_whose_process_died_and_launches_again_after_
     assert isinstance(evaluate(w), dg.RunRequest)
 
 
+def test_a_run_of_a_command_started_in_the_background_leaves_sigterm_as_it_was(tmp_path, instance):
+    """A script's background job has SIGINT ignored; Dagster maps SIGTERM to SIGINT's handler
+    during a run. Afterwards SIGTERM must again stop the command and the processes it starts."""
+    w = world(tmp_path, instance)
+    deliver(w)
+    was = signal.signal(signal.SIGINT, signal.SIG_IGN), signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        assert w.intake().success
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        child = subprocess.Popen(["sleep", "30"])
+        child.terminate()
+        assert child.wait(timeout=5) == -signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGINT, was[0])
+        signal.signal(signal.SIGTERM, was[1])
+
+
 def test_a_pid_given_to_another_process_is_not_the_run(tmp_path, instance):
     w = world(tmp_path, instance)
     worker = a_process()
